@@ -1,0 +1,1 @@
+"""coldflow's Prefect flows, one module per job."""

@@ -1,0 +1,249 @@
+"""Archive finished plates: list → stage → tar → upload → verify → gate → delete → report.
+
+    from flows.archive import archive_plates
+    archive_plates("plates.csv", "2016_04_01_a549", "2016_04_01_Batch1",
+                   bucket="imaging-live", cold_bucket="imaging-cold", delete_source=True)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Annotated, Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from flows.common import run_logger, submit_bounded
+from tasks import archive_tasks as steps
+from tasks.compression import check_level
+from tasks.errors import EmptyPlateError, InputError, PlateFailedError, PlatesFailedError
+from tasks.layout import check_name, resolve_layout
+from tasks.listing import merge_sorted_files
+from tasks.plate_archive import (
+    ArchiveSettings,
+    PlateResult,
+    PlateWork,
+    clean_scratch,
+    describe,
+)
+from tasks.plates import Plate, read_plates
+from tasks.s3 import MIB, check_bucket, s3_client
+
+#: Upper bound of ``max_parallel_plates`` (and the size of the flow's thread pool).
+MAX_PARALLEL_PLATES = 16
+DEFAULT_SCRATCH = os.environ.get("COLDFLOW_SCRATCH", os.path.join(tempfile.gettempdir(), "coldflow"))
+
+ArchiveStorageClass = Literal[
+    "DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "INTELLIGENT_TIERING", "STANDARD_IA",
+    "ONEZONE_IA", "STANDARD",
+]
+
+
+@task(name="archive-plate", task_run_name="archive-{plate.plate_id}", cache_policy=NO_CACHE,
+      persist_result=False)
+def archive_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
+    """One plate, start to end. Fails (with its row attached) unless archived or skipped."""
+    work = PlateWork.create(settings, plate)
+    log = run_logger()
+    result = PlateResult(plate.plate_id, work.tag, "failed", started=time.time())
+    try:
+        recorded, reason = steps.find_archive(work)
+        if recorded is not None:
+            result.status, result.verified = "skipped", True
+            result.tarballs = recorded.tarballs
+            result.message = "already archived and verified"
+            log.info("%s: already archived and verified, skipping", work.tag)
+            if settings.delete_source:
+                _delete(work, steps.recorded_entries(work), result)
+            return result
+        log.info("%s: archiving (%s)", work.tag, reason)
+
+        listing = steps.list_plate(work)
+        result.objects, result.bytes = listing.total_objects, listing.total_bytes
+        log.info("%s: %d objects, %.1f MiB", work.tag, result.objects, result.bytes / MIB)
+        steps.preflight(work, listing)
+        for bundle in work.where.bundles:
+            built = steps.build_bundle(work, bundle)
+            result.tarballs[bundle] = {"key": built.key, "bytes": built.tarball_bytes,
+                                       "etag": built.etag, "md5": built.md5}
+            for step, seconds in built.seconds.items():
+                result.seconds[step] = result.seconds.get(step, 0.0) + seconds
+        steps.verify_listings(work)
+        result.status, result.verified = "archived", True
+        result.message = "archived and verified"
+        if settings.delete_source:
+            everything = work.path("entries_all.tsv")
+            merge_sorted_files([work.entries(b) for b in work.where.bundles], everything)
+            _delete(work, everything, result)
+    except EmptyPlateError as exc:
+        result.status, result.message = "empty", str(exc)
+        log.warning("%s", exc)
+    except Exception as exc:
+        result.status, result.message = "failed", describe(exc)
+        if result.verified:
+            result.kept = result.objects - result.deleted
+        log.error("%s: %s", work.tag, result.message)
+    finally:
+        clean_scratch(work)
+        result.finished = time.time()
+    if not result.ok:
+        raise PlateFailedError(result.message, result.as_dict())
+    return result
+
+
+def _delete(work: PlateWork, recorded, result: PlateResult) -> None:
+    outcome = steps.delete_verified(work, recorded)
+    result.deleted = outcome.deleted
+    result.kept = outcome.failed
+    if outcome.vanished:
+        result.message += f"; {outcome.vanished} objects were already gone"
+    if outcome.failed:
+        raise PlateFailedError(
+            f"{work.tag}: {outcome.failed} verified objects could not be deleted and were kept: "
+            + "; ".join(outcome.failures[:5]), result.as_dict()
+        )
+    result.message += f"; {outcome.deleted} source objects deleted"
+
+
+@task(name="measure-plates", cache_policy=NO_CACHE, persist_result=False)
+def dry_run_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
+    """Dry run: list and size one plate, write nothing."""
+    work = PlateWork.create(settings, plate)
+    result = PlateResult(plate.plate_id, work.tag, "dry-run", started=time.time())
+    listing = steps.measure_plate(work)
+    result.objects, result.bytes = listing.total_objects, listing.total_bytes
+    if not listing.total_objects:
+        result.status = "empty"
+        result.message = "every prefix is empty"
+    else:
+        result.message = ", ".join(
+            f"{b}: {listing.objects[b]} objects, {listing.bytes[b] / MIB:.1f} MiB"
+            for b in listing.objects
+        )
+    result.finished = time.time()
+    return result
+
+
+@flow(name="archive-plates", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_PLATES),
+      validate_parameters=True)
+def archive_plates(
+    plates_csv: str,
+    project_name: str,
+    batch_id: str,
+    bucket: str,
+    cold_bucket: str,
+    scratch_dir: str = DEFAULT_SCRATCH,
+    storage_class: ArchiveStorageClass = "DEEP_ARCHIVE",
+    delete_source: bool = False,
+    dry_run: bool = False,
+    max_parallel_plates: Annotated[int, Field(ge=1, le=MAX_PARALLEL_PLATES)] = 2,
+    compression: Literal["gzip", "zstd"] = "gzip",
+    compression_level: Annotated[int, Field(ge=0, le=22)] | None = None,
+    transfer_concurrency: Annotated[int, Field(ge=1, le=64)] = 16,
+    part_size_mib: Annotated[int, Field(ge=5, le=5120)] = 8,
+    keep_scratch: bool = False,
+    layout: str = "cellpainting",
+    aws_credentials_block: str | None = None,
+) -> list[dict]:
+    """Archive every plate of a plates.csv into tarballs in a cold bucket, verified, and
+    delete the hot copies only when asked and only what was verified.
+
+    Re-running skips plates whose archive is already complete and verified.
+    The run fails, after every plate has had its turn and the summary table is
+    published, if any plate failed or was empty.
+
+    Args:
+        plates_csv: Path or s3:// URL of a CSV with columns plate_id,plate_id_full.
+        project_name: Project folder under projects/ in the live bucket.
+        batch_id: Batch the plates belong to.
+        bucket: Live bucket holding the plates.
+        cold_bucket: Bucket that receives tarballs and sidecars.
+        scratch_dir: Local folder for staging; needs about 2x a plate's size per plate in flight.
+        storage_class: Storage class of the uploaded tarballs.
+        delete_source: Delete the verified source objects after the archive is verified.
+        dry_run: Only list and size the plates; write nothing anywhere.
+        max_parallel_plates: How many plates are archived at the same time.
+        compression: gzip (.tar.gz, the established format) or zstd (.tar.zst).
+        compression_level: gzip 0-3 (ISA-L levels; 3 is close to gzip -6), zstd 1-22.
+        transfer_concurrency: Parallel downloads/upload parts per plate.
+        part_size_mib: Smallest multipart part size; doubled while a tarball needs more than
+            10,000 parts.
+        keep_scratch: Keep a plate's scratch folder (listings, logs) after the run.
+        layout: Archive layout name ("cellpainting") or path of a JSON layout file.
+        aws_credentials_block: Name of a prefect-aws AwsCredentials block; default: boto3's
+            standard configuration chain.
+
+    Returns:
+        One dict per plate: status (archived, skipped, empty, failed, dry-run), counts,
+        tarballs with their ETags, verified, deleted, kept, message, timings.
+    """
+    log = run_logger()
+    for name, value in (("project_name", project_name), ("batch_id", batch_id)):
+        check_name(name, value)
+    plates = read_plates(plates_csv)
+    try:
+        check_level(compression, compression_level)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    settings = ArchiveSettings(
+        project_name=project_name, batch_id=batch_id, bucket=bucket, cold_bucket=cold_bucket,
+        scratch_dir=scratch_dir, storage_class=storage_class, delete_source=delete_source,
+        keep_scratch=keep_scratch, compression=compression, compression_level=compression_level,
+        transfer_concurrency=transfer_concurrency, part_size_mib=part_size_mib,
+        credentials_block=aws_credentials_block, layout=resolve_layout(layout),
+    )
+    # Every plate's keys resolve (ids checked) before the first S3 request.
+    for plate in plates:
+        PlateWork.create(settings, plate)
+    client = s3_client(aws_credentials_block)
+    check_bucket(client, bucket)
+    check_bucket(client, cold_bucket)
+    log.info("%d plates of %s/%s: s3://%s -> s3://%s (%s)%s", len(plates), project_name,
+             batch_id, bucket, cold_bucket, storage_class, " [dry run]" if dry_run else "")
+
+    per_plate = dry_run_plate if dry_run else archive_plate
+    futures = submit_bounded(per_plate, plates, max_parallel_plates, settings=settings)
+    results = [_result_of(future, plate, settings)
+               for future, plate in zip(futures, plates, strict=True)]
+    _publish(results, dry_run)
+    bad = [r for r in results if r["status"] not in {"archived", "skipped", "dry-run"}]
+    if bad:
+        raise PlatesFailedError(
+            f"{len(bad)} of {len(results)} plates not archived: "
+            + "; ".join(f"{r['plate_id']} {r['status']}: {r['message']}" for r in bad),
+            results,
+        )
+    return results
+
+
+def _result_of(future, plate: Plate, settings: ArchiveSettings) -> dict:
+    outcome = future.result(raise_on_failure=False)
+    if isinstance(outcome, PlateResult):
+        return outcome.as_dict()
+    if isinstance(outcome, PlateFailedError):
+        return outcome.row
+    tag = PlateWork.create(settings, plate).tag
+    return PlateResult(plate.plate_id, tag, "failed", message=describe(outcome)).as_dict()
+
+
+def _publish(results: list[dict], dry_run: bool) -> None:
+    rows = [PlateResult(**r).as_row() for r in results]
+    create_table_artifact(
+        key="archive-plates-dry-run" if dry_run else "archive-plates",
+        table=rows,
+        description="Per-plate archive summary",
+    )
+    total = sum(r["bytes"] for r in results)
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    create_markdown_artifact(
+        key="archive-plates-totals",
+        markdown=f"**{len(results)} plates**, {total / MIB:,.1f} MiB: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())),
+    )

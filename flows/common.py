@@ -1,0 +1,39 @@
+"""Orchestration helpers shared by the flows."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+from prefect.futures import PrefectFuture, as_completed
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run, a module logger outside one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("coldflow")
+
+
+def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -> list[Any]:
+    """Run ``task(item, **kwargs)`` for every item with at most ``limit`` in flight.
+
+    Works with any task runner (threads, Dask): a new item is submitted as soon
+    as one finishes. Returns the final states in the order of ``items``.
+    """
+    queue = deque(enumerate(items))
+    running: dict[PrefectFuture, int] = {}
+    finished: dict[int, PrefectFuture] = {}
+    while queue or running:
+        while queue and len(running) < limit:
+            index, item = queue.popleft()
+            running[task.submit(item, **kwargs)] = index
+        done = next(as_completed(list(running)))
+        done.wait()
+        finished[running.pop(done)] = done
+    return [finished[i] for i in sorted(finished)]

@@ -1,0 +1,255 @@
+"""A real S3 endpoint on 127.0.0.1 (moto's server) that tests, the demo and benchmarks share.
+
+:class:`LoopbackS3` runs moto's server in a thread of this process, behind a
+small WSGI layer that can inject what real S3 does and moto doesn't: throttling
+(503 SlowDown) at a rate, an error for matching requests, rewritten response
+headers (say, a wrong ETag). It also counts requests by operation, so a
+benchmark can report requests per object.
+
+    with LoopbackS3() as s3:
+        os.environ.update(s3.environ())   # boto3 and s3fs now talk to it
+        s3.inject_error("GET", r"\\.tiff$", status=503, code="SlowDown", times=3)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import requests
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+#: Credentials the loopback endpoint accepts (any would do); never real ones.
+LOOPBACK_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class Request:
+    """What a rule sees of a request (path-style addressing, as botocore uses for an IP)."""
+
+    method: str
+    bucket: str
+    key: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+
+    @property
+    def operation(self) -> str:
+        """A rough S3 operation name, for counting."""
+        q = self.query
+        if self.method == "POST" and "restore" in q:
+            return "RestoreObject"
+        if self.method == "POST" and "delete" in q:
+            return "DeleteObjects"
+        if not self.key:
+            return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "CreateBucket"}.get(
+                self.method, self.method + "Bucket")
+        if "uploadId" in q or "uploads" in q:
+            return "Multipart" + self.method.title()
+        return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject",
+                "DELETE": "DeleteObject"}.get(self.method, self.method)
+
+
+@dataclass
+class Rule:
+    """Match requests; answer with an error, or rewrite the response headers."""
+
+    match: Callable[[Request], bool]
+    status: int = 0
+    code: str = ""
+    message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int | None = None  # None: every match
+    rate: float = 1.0  # share of matches it applies to
+    hits: int = 0
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><RequestId>loopback</RequestId></Error>").encode()
+
+
+class FaultInjector:
+    """WSGI middleware in front of moto: counts requests, applies :class:`Rule`s."""
+
+    def __init__(self, app: Any, seed: int = 7) -> None:
+        self.app = app
+        self.rules: list[Rule] = []
+        self.counts: Counter[str] = Counter()
+        self.responders: list[Callable[[Request, Any, Callable], Iterable[bytes] | None]] = []
+        self._lock = threading.Lock()
+        self._random = Random(seed)
+
+    def _request(self, environ: dict) -> Request:
+        path = unquote(environ.get("PATH_INFO", ""))
+        bucket, _, key = path.lstrip("/").partition("/")
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
+                   if k.startswith("HTTP_")}
+        return Request(environ["REQUEST_METHOD"], bucket, key,
+                       parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True), headers)
+
+    def _pick(self, request: Request) -> Rule | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.times is not None and rule.hits >= rule.times:
+                    continue
+                if not rule.match(request):
+                    continue
+                if rule.rate < 1.0 and self._random.random() >= rule.rate:
+                    continue
+                rule.hits += 1
+                return rule
+        return None
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            return self.app(environ, start_response)
+        request = self._request(environ)
+        with self._lock:
+            self.counts[request.operation] += 1
+        for responder in list(self.responders):
+            answer = responder(request, environ, start_response)
+            if answer is not None:
+                return answer
+        rule = self._pick(request)
+        if rule is None:
+            return self.app(environ, start_response)
+        if rule.status:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length:
+                environ["wsgi.input"].read(length)
+            body = b"" if request.method == "HEAD" else _error_body(rule.code, rule.message)
+            start_response(f"{rule.status} {rule.code}", [
+                ("Content-Type", "application/xml"), ("Content-Length", str(len(body))),
+                ("x-amz-request-id", "loopback"),
+            ])
+            return [body]
+
+        def rewrite(status: str, headers: list, exc_info: Any = None) -> Any:
+            names = {k.lower() for k in rule.headers}
+            kept = [(k, v) for k, v in headers if k.lower() not in names]
+            return start_response(status, kept + list(rule.headers.items()), exc_info)
+
+        return self.app(environ, rewrite)
+
+
+class LoopbackS3:
+    """moto's S3 server on 127.0.0.1 with fault injection; start/stop or use as a context."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or _free_port()
+        self.injector: FaultInjector | None = None
+        self._server = _Server(self, port=self.port)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LoopbackS3:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> LoopbackS3:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def environ(self) -> dict[str, str]:
+        """Environment variables that point boto3 and s3fs at this endpoint."""
+        return {"AWS_ENDPOINT_URL": self.endpoint_url, **LOOPBACK_CREDENTIALS}
+
+    def reset(self) -> None:
+        """Forget every bucket and object, and every injected fault."""
+        requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=30).raise_for_status()
+        self.clear_faults()
+
+    # faults
+    def clear_faults(self) -> None:
+        assert self.injector is not None
+        with self.injector._lock:
+            self.injector.rules.clear()
+            self.injector.counts.clear()
+
+    def add_rule(self, rule: Rule) -> Rule:
+        assert self.injector is not None
+        with self.injector._lock:
+            self.injector.rules.append(rule)
+        return rule
+
+    def inject_error(self, method: str | None = None, key_pattern: str = "", *, status: int = 503,
+                     code: str = "SlowDown", message: str = "Please reduce your request rate.",
+                     times: int | None = None, rate: float = 1.0,
+                     operation: str | None = None) -> Rule:
+        """Answer matching requests with an S3 error (default: throttling)."""
+        pattern = re.compile(key_pattern)
+        return self.add_rule(Rule(
+            match=lambda r: (method is None or r.method == method)
+            and (operation is None or r.operation == operation)
+            and bool(pattern.search(r.key)),
+            status=status, code=code, message=message, times=times, rate=rate,
+        ))
+
+    def throttle(self, rate: float, operation: str | None = None) -> Rule:
+        """Answer a share of requests (``rate``, 0-1) with 503 SlowDown."""
+        return self.inject_error(operation=operation, rate=rate)
+
+    def override_header(self, method: str, key_pattern: str, header: str, value: str,
+                        times: int | None = None) -> Rule:
+        """Rewrite a response header of matching requests (say, report a wrong ETag)."""
+        pattern = re.compile(key_pattern)
+        return self.add_rule(Rule(
+            match=lambda r: r.method == method and bool(pattern.search(r.key)),
+            headers={header: value}, times=times,
+        ))
+
+    @property
+    def request_counts(self) -> dict[str, int]:
+        assert self.injector is not None
+        with self.injector._lock:
+            return dict(self.injector.counts)
+
+
+class _Server(ThreadedMotoServer):
+    """moto's threaded server with the fault injector in front of its WSGI app."""
+
+    def __init__(self, owner: LoopbackS3, port: int) -> None:
+        super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
+        self._owner = owner
+
+    def _server_entry(self) -> None:
+        injector = FaultInjector(DomainDispatcherApplication(create_backend_app))
+        self._owner.injector = injector
+        self._server = make_server(self._ip_address, self._port, injector, True,
+                                   request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,77 @@
+"""Downloading a plate's objects to scratch, pinned to the ETags they were listed with."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tasks.concurrency import Counter, bounded_map, retry_call
+from tasks.errors import ColdflowError, SourceChangedError
+from tasks.listing import ObjectEntry
+from tasks.s3 import MIB, error_code, http_status, is_transient
+
+_COPY_BUFFER = 1 * MIB
+
+
+def staged_path(root: Path, index: int) -> Path:
+    """Where the ``index``-th object of a listing is staged.
+
+    Files are named by position, not by key, so no key can escape scratch or
+    clash with another on the file system (S3 allows both ``a/b`` and ``a/b/c``).
+    """
+    return root / f"{index:09d}"
+
+
+def download_entry(client: Any, bucket: str, entry: ObjectEntry, path: Path) -> int:
+    """Download one object as listed (same ETag, same size) to ``path``; returns its size."""
+    extra = {"IfMatch": f'"{entry.etag}"'} if entry.etag else {}
+    try:
+        response = client.get_object(Bucket=bucket, Key=entry.key, **extra)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in {"PreconditionFailed", "412"} or http_status(exc) == 412:
+            raise SourceChangedError(
+                f"s3://{bucket}/{entry.key} changed after it was listed", changed=[entry.key]
+            ) from exc
+        if code in {"NoSuchKey", "404"}:
+            raise SourceChangedError(
+                f"s3://{bucket}/{entry.key} vanished after it was listed", vanished=[entry.key]
+            ) from exc
+        if code == "InvalidObjectState":
+            raise ColdflowError(
+                f"s3://{bucket}/{entry.key} is in an archive storage class; restore it first"
+            ) from exc
+        raise
+    with open(path, "wb") as f:
+        shutil.copyfileobj(response["Body"], f, _COPY_BUFFER)
+        written = f.tell()
+    if written != entry.size:
+        raise SourceChangedError(
+            f"s3://{bucket}/{entry.key}: listed {entry.size} bytes, read {written}",
+            changed=[entry.key],
+        )
+    return written
+
+
+def stage_entries(client: Any, bucket: str, entries: Iterable[ObjectEntry], root: Path,
+                  concurrency: int) -> Counter:
+    """Stage every entry under ``root`` (see :func:`staged_path`), ``concurrency`` at a time.
+
+    Transient failures, including a body cut off half-way, are tried again;
+    anything else stops the staging and is raised.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    counter = Counter()
+
+    def fetch(item: tuple[int, ObjectEntry]) -> int:
+        index, entry = item
+        path = staged_path(root, index)
+        return retry_call(lambda: download_entry(client, bucket, entry, path), is_transient)
+
+    for size in bounded_map(fetch, enumerate(entries), workers=concurrency):
+        counter.add(size)
+    return counter

@@ -192,6 +192,7 @@ class LoopbackS3:
         assert self.injector is not None
         with self.injector._lock:
             self.injector.rules.clear()
+            self.injector.responders.clear()
             self.injector.counts.clear()
 
     def add_rule(self, rule: Rule) -> Rule:
@@ -225,6 +226,30 @@ class LoopbackS3:
             match=lambda r: r.method == method and bool(pattern.search(r.key)),
             headers={header: value}, times=times,
         ))
+
+    def on_request(self, operation: str, key_pattern: str, action: Callable[[], Any],
+                   times: int = 1) -> None:
+        """Run ``action`` when a matching request arrives, before it is served (``times`` times).
+
+        For races: change a source object while an archive is being built.
+        """
+        assert self.injector is not None
+        pattern = re.compile(key_pattern)
+        left = [times]
+        lock = threading.Lock()
+
+        def responder(request: Request, environ: dict, start_response: Callable) -> None:
+            if request.operation != operation or not pattern.search(request.key):
+                return None
+            with lock:
+                if left[0] <= 0:
+                    return None
+                left[0] -= 1
+            action()
+            return None
+
+        with self.injector._lock:
+            self.injector.responders.append(responder)
 
     @property
     def request_counts(self) -> dict[str, int]:

@@ -1,0 +1,106 @@
+"""One loopback S3 endpoint and one Prefect test harness per session; a clean endpoint per test."""
+
+from __future__ import annotations
+
+import os
+
+# Before Prefect is imported: telemetry trips "database is locked" on SQLite.
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from loopback import LoopbackS3  # noqa: E402
+from loopback.seed import PlateShape, plate_objects, seed_plates  # noqa: E402
+from tasks.s3 import reset_clients  # noqa: E402
+
+PROJECT, BATCH = "2016_04_01_a549", "2016_04_01_Batch1"
+LIVE, COLD = "live-bucket", "cold-bucket"
+#: A real plate_id_full, with its space.
+SPACED = ("BR00092655", "BR00092655__2017-12-10T12_48_16-Measurement 1")
+SMALL = PlateShape(images=12, image_bytes=48 * 1024, illum_bytes=16 * 1024,
+                   csv_bytes=8 * 1024, backend_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="session")
+def loopback() -> Iterator[LoopbackS3]:
+    server = LoopbackS3().start()
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(name, None)
+    os.environ.update(server.environ())
+    reset_clients()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def fresh_endpoint(loopback: LoopbackS3):
+    """Reset the endpoint, create the live and cold buckets, return a client."""
+    loopback.reset()
+    reset_clients()
+    client = boto3.client("s3", endpoint_url=loopback.endpoint_url)
+    client.create_bucket(Bucket=LIVE)
+    client.create_bucket(Bucket=COLD)
+    return client
+
+
+def seed_into(client, *plates: tuple[str, str], shape: PlateShape = SMALL) -> dict[str, bytes]:
+    """Seed plates; returns every seeded key with its body."""
+    seed_plates(client, LIVE, PROJECT, BATCH, list(plates), shape)
+    keys = [k for p in plates for k, _, _ in plate_objects(PROJECT, BATCH, *p, shape)]
+    return {k: client.get_object(Bucket=LIVE, Key=k)["Body"].read() for k in keys}
+
+
+@pytest.fixture
+def s3(loopback: LoopbackS3) -> Iterator:
+    """A client on a freshly reset endpoint with the live and cold buckets."""
+    client = fresh_endpoint(loopback)
+    yield client
+    loopback.clear_faults()
+
+
+@pytest.fixture
+def plates_csv(tmp_path: Path) -> Callable[..., str]:
+    def write(*plates: tuple[str, str], text: str | None = None) -> str:
+        path = tmp_path / "plates.csv"
+        if text is None:
+            text = "plate_id,plate_id_full\n" + "".join(f"{a},{b}\n" for a, b in plates)
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def seed(s3) -> Callable[..., dict[str, bytes]]:
+    """Seed plates; returns every seeded key with its body."""
+
+    def run(*plates: tuple[str, str], shape: PlateShape = SMALL) -> dict[str, bytes]:
+        return seed_into(s3, *plates, shape=shape)
+
+    return run
+
+
+def live_keys(client, prefix: str = "projects/") -> dict[str, str]:
+    """Every live key under prefix with its ETag."""
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=LIVE, Prefix=prefix):
+        for obj in page.get("Contents", ()):
+            out[obj["Key"]] = obj["ETag"]
+    return out
+
+
+def source_keys(client) -> dict[str, str]:
+    """Live keys outside the backup folder (the plates' sources)."""
+    return {k: v for k, v in live_keys(client).items() if "/workspace/backup/" not in k}

@@ -1,8 +1,8 @@
 """Archive finished plates: list → stage → tar → upload → verify → gate → delete → report.
 
-    from flows.archive import archive_plates
-    archive_plates("plates.csv", "2016_04_01_a549", "2016_04_01_Batch1",
-                   bucket="imaging-live", cold_bucket="imaging-cold", delete_source=True)
+from flows.archive import archive_plates
+archive_plates("plates.csv", "2016_04_01_a549", "2016_04_01_Batch1",
+               bucket="imaging-live", cold_bucket="imaging-cold", delete_source=True)
 """
 
 from __future__ import annotations
@@ -36,16 +36,27 @@ from tasks.s3 import MIB, check_bucket, s3_client
 
 #: Upper bound of ``max_parallel_plates`` (and the size of the flow's thread pool).
 MAX_PARALLEL_PLATES = 16
-DEFAULT_SCRATCH = os.environ.get("COLDFLOW_SCRATCH", os.path.join(tempfile.gettempdir(), "coldflow"))
+DEFAULT_SCRATCH = os.environ.get(
+    "COLDFLOW_SCRATCH", os.path.join(tempfile.gettempdir(), "coldflow")
+)
 
 ArchiveStorageClass = Literal[
-    "DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "INTELLIGENT_TIERING", "STANDARD_IA",
-    "ONEZONE_IA", "STANDARD",
+    "DEEP_ARCHIVE",
+    "GLACIER",
+    "GLACIER_IR",
+    "INTELLIGENT_TIERING",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "STANDARD",
 ]
 
 
-@task(name="archive-plate", task_run_name="archive-{plate.plate_id}", cache_policy=NO_CACHE,
-      persist_result=False)
+@task(
+    name="archive-plate",
+    task_run_name="archive-{plate.plate_id}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def archive_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
     """One plate, start to end. Fails (with its row attached) unless archived or skipped."""
     work = PlateWork.create(settings, plate)
@@ -69,8 +80,12 @@ def archive_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
         steps.preflight(work, listing)
         for bundle in work.where.bundles:
             built = steps.build_bundle(work, bundle)
-            result.tarballs[bundle] = {"key": built.key, "bytes": built.tarball_bytes,
-                                       "etag": built.etag, "md5": built.md5}
+            result.tarballs[bundle] = {
+                "key": built.key,
+                "bytes": built.tarball_bytes,
+                "etag": built.etag,
+                "md5": built.md5,
+            }
             for step, seconds in built.seconds.items():
                 result.seconds[step] = result.seconds.get(step, 0.0) + seconds
         steps.verify_listings(work)
@@ -105,7 +120,8 @@ def _delete(work: PlateWork, recorded, result: PlateResult) -> None:
     if outcome.failed:
         raise PlateFailedError(
             f"{work.tag}: {outcome.failed} verified objects could not be deleted and were kept: "
-            + "; ".join(outcome.failures[:5]), result.as_dict()
+            + "; ".join(outcome.failures[:5]),
+            result.as_dict(),
         )
     result.message += f"; {outcome.deleted} source objects deleted"
 
@@ -129,8 +145,11 @@ def dry_run_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
     return result
 
 
-@flow(name="archive-plates", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_PLATES),
-      validate_parameters=True)
+@flow(
+    name="archive-plates",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_PLATES),
+    validate_parameters=True,
+)
 def archive_plates(
     plates_csv: str,
     project_name: str,
@@ -191,11 +210,20 @@ def archive_plates(
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     settings = ArchiveSettings(
-        project_name=project_name, batch_id=batch_id, bucket=bucket, cold_bucket=cold_bucket,
-        scratch_dir=scratch_dir, storage_class=storage_class, delete_source=delete_source,
-        keep_scratch=keep_scratch, compression=compression, compression_level=compression_level,
-        transfer_concurrency=transfer_concurrency, part_size_mib=part_size_mib,
-        credentials_block=aws_credentials_block, layout=resolve_layout(layout),
+        project_name=project_name,
+        batch_id=batch_id,
+        bucket=bucket,
+        cold_bucket=cold_bucket,
+        scratch_dir=scratch_dir,
+        storage_class=storage_class,
+        delete_source=delete_source,
+        keep_scratch=keep_scratch,
+        compression=compression,
+        compression_level=compression_level,
+        transfer_concurrency=transfer_concurrency,
+        part_size_mib=part_size_mib,
+        credentials_block=aws_credentials_block,
+        layout=resolve_layout(layout),
     )
     # Every plate's keys resolve (ids checked) before the first S3 request.
     for plate in plates:
@@ -203,13 +231,22 @@ def archive_plates(
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     check_bucket(client, cold_bucket)
-    log.info("%d plates of %s/%s: s3://%s -> s3://%s (%s)%s", len(plates), project_name,
-             batch_id, bucket, cold_bucket, storage_class, " [dry run]" if dry_run else "")
+    log.info(
+        "%d plates of %s/%s: s3://%s -> s3://%s (%s)%s",
+        len(plates),
+        project_name,
+        batch_id,
+        bucket,
+        cold_bucket,
+        storage_class,
+        " [dry run]" if dry_run else "",
+    )
 
     per_plate = dry_run_plate if dry_run else archive_plate
     futures = submit_bounded(per_plate, plates, max_parallel_plates, settings=settings)
-    results = [_result_of(future, plate, settings)
-               for future, plate in zip(futures, plates, strict=True)]
+    results = [
+        _result_of(future, plate, settings) for future, plate in zip(futures, plates, strict=True)
+    ]
     _publish(results, dry_run)
     bad = [r for r in results if r["status"] not in {"archived", "skipped", "dry-run"}]
     if bad:

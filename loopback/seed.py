@@ -10,6 +10,7 @@ squeezes them about as much as real ones), illumination functions under
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,8 +37,13 @@ class PlateShape:
 
     @property
     def total_bytes(self) -> int:
-        return (self.images * self.image_bytes + len(CHANNELS) * self.illum_bytes
-                + 5 * self.csv_bytes + self.backend_bytes + self.csv_bytes)
+        return (
+            self.images * self.image_bytes
+            + len(CHANNELS) * self.illum_bytes
+            + 5 * self.csv_bytes
+            + self.backend_bytes
+            + self.csv_bytes
+        )
 
     @classmethod
     def of_size(cls, mib: float, image_mib: float = 4.0) -> PlateShape:
@@ -45,8 +51,13 @@ class PlateShape:
         image_bytes = int(image_mib * MIB)
         rest = 5 * 2 * MIB + 6 * 3 * MIB + 24 * MIB
         images = max(1, int((mib * MIB - rest) // image_bytes))
-        return cls(images=images, image_bytes=image_bytes, illum_bytes=2 * MIB,
-                   csv_bytes=3 * MIB, backend_bytes=24 * MIB)
+        return cls(
+            images=images,
+            image_bytes=image_bytes,
+            illum_bytes=2 * MIB,
+            csv_bytes=3 * MIB,
+            backend_bytes=24 * MIB,
+        )
 
 
 @cache
@@ -66,8 +77,9 @@ def _image_pool(nbytes: int, seed: int = 7) -> bytes:
 @cache
 def _csv_pool(nbytes: int, seed: int = 3) -> bytes:
     rng = np.random.default_rng(seed)
-    rows = "\n".join(",".join(f"{v:.6f}" for v in rng.normal(size=12)) for _ in range(
-        nbytes // 100 + 1))
+    rows = "\n".join(
+        ",".join(f"{v:.6f}" for v in rng.normal(size=12)) for _ in range(nbytes // 100 + 1)
+    )
     return rows.encode()[:nbytes]
 
 
@@ -76,41 +88,56 @@ def _body(kind: str, size: int, salt: int) -> bytes:
     if size >= len(pool):
         return (pool * (size // len(pool) + 1))[:size]
     start = (salt * 7919) % (len(pool) - size)
-    return pool[start:start + size]
+    return pool[start : start + size]
 
 
-def plate_objects(project: str, batch: str, plate_id: str, plate_id_full: str,
-                  shape: PlateShape) -> Iterator[tuple[str, int, str]]:
+def plate_objects(
+    project: str, batch: str, plate_id: str, plate_id_full: str, shape: PlateShape
+) -> Iterator[tuple[str, int, str]]:
     """(key, size, kind) of every object of one synthetic plate."""
     root = f"projects/{project}"
     for i in range(shape.images):
         well = WELLS[i % len(WELLS)]
         site = i // len(WELLS) + 1
-        yield (f"{root}/{batch}/images/{plate_id_full}/Images/"
-               f"r{well}f{site:02d}p01-ch{i % 5 + 1}sk1fk1fl1.tiff", shape.image_bytes, "image")
+        yield (
+            f"{root}/{batch}/images/{plate_id_full}/Images/"
+            f"r{well}f{site:02d}p01-ch{i % 5 + 1}sk1fk1fl1.tiff",
+            shape.image_bytes,
+            "image",
+        )
     for ch in CHANNELS:
-        yield f"{root}/{batch}/illum/{plate_id}/{plate_id}_Illum{ch}.npy", shape.illum_bytes, "image"
+        key = f"{root}/{batch}/illum/{plate_id}/{plate_id}_Illum{ch}.npy"
+        yield key, shape.illum_bytes, "image"
     for name in ("Cells.csv", "Cytoplasm.csv", "Nuclei.csv", "Image.csv", "Experiment.csv"):
-        yield (f"{root}/workspace/analysis/{batch}/{plate_id}/analysis/{name}",
-               shape.csv_bytes, "csv")
-    yield f"{root}/workspace/backend/{batch}/{plate_id}/{plate_id}.sqlite", shape.backend_bytes, "blob"
-    yield f"{root}/workspace/backend/{batch}/{plate_id}/{plate_id}.csv", shape.csv_bytes, "csv"
+        yield (
+            f"{root}/workspace/analysis/{batch}/{plate_id}/analysis/{name}",
+            shape.csv_bytes,
+            "csv",
+        )
+    backend = f"{root}/workspace/backend/{batch}/{plate_id}/{plate_id}"
+    yield f"{backend}.sqlite", shape.backend_bytes, "blob"
+    yield f"{backend}.csv", shape.csv_bytes, "csv"
 
 
-def seed_plates(client: Any, bucket: str, project: str, batch: str,
-                plates: list[tuple[str, str]], shape: PlateShape | None = None,
-                workers: int = 8) -> tuple[int, int]:
+def seed_plates(
+    client: Any,
+    bucket: str,
+    project: str,
+    batch: str,
+    plates: list[tuple[str, str]],
+    shape: PlateShape | None = None,
+    workers: int = 8,
+) -> tuple[int, int]:
     """Create ``bucket`` if needed and upload synthetic plates; returns (objects, bytes)."""
     shape = shape or PlateShape()
-    try:
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
     jobs = [
         (key, size, kind, salt)
         for p, (plate_id, plate_id_full) in enumerate(plates)
         for salt, (key, size, kind) in enumerate(
-            plate_objects(project, batch, plate_id, plate_id_full, shape), start=p * 1000)
+            plate_objects(project, batch, plate_id, plate_id_full, shape), start=p * 1000
+        )
     ]
 
     def put(job: tuple[str, int, str, int]) -> int:

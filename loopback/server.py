@@ -62,11 +62,16 @@ class Request:
             return "DeleteObjects"
         if not self.key:
             return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "CreateBucket"}.get(
-                self.method, self.method + "Bucket")
+                self.method, self.method + "Bucket"
+            )
         if "uploadId" in q or "uploads" in q:
             return "Multipart" + self.method.title()
-        return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject",
-                "DELETE": "DeleteObject"}.get(self.method, self.method)
+        return {
+            "GET": "GetObject",
+            "HEAD": "HeadObject",
+            "PUT": "PutObject",
+            "DELETE": "DeleteObject",
+        }.get(self.method, self.method)
 
 
 @dataclass
@@ -84,8 +89,10 @@ class Rule:
 
 
 def _error_body(code: str, message: str) -> bytes:
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{message}</Message><RequestId>loopback</RequestId></Error>").encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message><RequestId>loopback</RequestId></Error>"
+    ).encode()
 
 
 class FaultInjector:
@@ -102,10 +109,16 @@ class FaultInjector:
     def _request(self, environ: dict) -> Request:
         path = unquote(environ.get("PATH_INFO", ""))
         bucket, _, key = path.lstrip("/").partition("/")
-        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
-                   if k.startswith("HTTP_")}
-        return Request(environ["REQUEST_METHOD"], bucket, key,
-                       parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True), headers)
+        headers = {
+            k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+        }
+        return Request(
+            environ["REQUEST_METHOD"],
+            bucket,
+            key,
+            parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+            headers,
+        )
 
     def _pick(self, request: Request) -> Rule | None:
         with self._lock:
@@ -138,10 +151,14 @@ class FaultInjector:
             if length:
                 environ["wsgi.input"].read(length)
             body = b"" if request.method == "HEAD" else _error_body(rule.code, rule.message)
-            start_response(f"{rule.status} {rule.code}", [
-                ("Content-Type", "application/xml"), ("Content-Length", str(len(body))),
-                ("x-amz-request-id", "loopback"),
-            ])
+            start_response(
+                f"{rule.status} {rule.code}",
+                [
+                    ("Content-Type", "application/xml"),
+                    ("Content-Length", str(len(body))),
+                    ("x-amz-request-id", "loopback"),
+                ],
+            )
             return [body]
 
         def rewrite(status: str, headers: list, exc_info: Any = None) -> Any:
@@ -201,34 +218,55 @@ class LoopbackS3:
             self.injector.rules.append(rule)
         return rule
 
-    def inject_error(self, method: str | None = None, key_pattern: str = "", *, status: int = 503,
-                     code: str = "SlowDown", message: str = "Please reduce your request rate.",
-                     times: int | None = None, rate: float = 1.0,
-                     operation: str | None = None) -> Rule:
+    def inject_error(
+        self,
+        method: str | None = None,
+        key_pattern: str = "",
+        *,
+        status: int = 503,
+        code: str = "SlowDown",
+        message: str = "Please reduce your request rate.",
+        times: int | None = None,
+        rate: float = 1.0,
+        operation: str | None = None,
+    ) -> Rule:
         """Answer matching requests with an S3 error (default: throttling)."""
         pattern = re.compile(key_pattern)
-        return self.add_rule(Rule(
-            match=lambda r: (method is None or r.method == method)
-            and (operation is None or r.operation == operation)
-            and bool(pattern.search(r.key)),
-            status=status, code=code, message=message, times=times, rate=rate,
-        ))
+        return self.add_rule(
+            Rule(
+                match=lambda r: (
+                    (method is None or r.method == method)
+                    and (operation is None or r.operation == operation)
+                    and bool(pattern.search(r.key))
+                ),
+                status=status,
+                code=code,
+                message=message,
+                times=times,
+                rate=rate,
+            )
+        )
 
     def throttle(self, rate: float, operation: str | None = None) -> Rule:
         """Answer a share of requests (``rate``, 0-1) with 503 SlowDown."""
         return self.inject_error(operation=operation, rate=rate)
 
-    def override_header(self, method: str, key_pattern: str, header: str, value: str,
-                        times: int | None = None) -> Rule:
+    def override_header(
+        self, method: str, key_pattern: str, header: str, value: str, times: int | None = None
+    ) -> Rule:
         """Rewrite a response header of matching requests (say, report a wrong ETag)."""
         pattern = re.compile(key_pattern)
-        return self.add_rule(Rule(
-            match=lambda r: r.method == method and bool(pattern.search(r.key)),
-            headers={header: value}, times=times,
-        ))
+        return self.add_rule(
+            Rule(
+                match=lambda r: r.method == method and bool(pattern.search(r.key)),
+                headers={header: value},
+                times=times,
+            )
+        )
 
-    def on_request(self, operation: str, key_pattern: str, action: Callable[[], Any],
-                   times: int = 1) -> None:
+    def on_request(
+        self, operation: str, key_pattern: str, action: Callable[[], Any], times: int = 1
+    ) -> None:
         """Run ``action`` when a matching request arrives, before it is served (``times`` times).
 
         For races: change a source object while an archive is being built.
@@ -268,8 +306,9 @@ class _Server(ThreadedMotoServer):
     def _server_entry(self) -> None:
         injector = FaultInjector(DomainDispatcherApplication(create_backend_app))
         self._owner.injector = injector
-        self._server = make_server(self._ip_address, self._port, injector, True,
-                                   request_handler=MotoRequestHandler)
+        self._server = make_server(
+            self._ip_address, self._port, injector, True, request_handler=MotoRequestHandler
+        )
         self._server_ready_event.set()
         self._server.serve_forever()
 

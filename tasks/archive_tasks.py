@@ -46,8 +46,9 @@ def preflight(work: steps.PlateWork, listing: steps.PlateListing) -> int:
     return steps.reserve_scratch(work, listing)
 
 
-@task(name="build-bundle", task_run_name="stage-tar-upload-{work.tag}-{bundle}", **PLAIN,
-      **TRANSIENT)
+@task(
+    name="build-bundle", task_run_name="stage-tar-upload-{work.tag}-{bundle}", **PLAIN, **TRANSIENT
+)
 def build_bundle(work: steps.PlateWork, bundle: str) -> steps.BundleResult:
     """Stage, tar, upload and ETag-check one bundle."""
     return steps.build_bundle(work, bundle)

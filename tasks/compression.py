@@ -27,14 +27,16 @@ def check_level(compression: str, level: int | None) -> int:
     return level
 
 
-def compressed_writer(target: BinaryIO, compression: str, level: int | None = None,
-                      threads: int | None = None) -> BinaryIO:
+def compressed_writer(
+    target: BinaryIO, compression: str, level: int | None = None, threads: int | None = None
+) -> BinaryIO:
     """A file object that compresses what is written into ``target`` (left open on close)."""
     level = check_level(compression, level)
     threads = threads or default_threads()
     if compression == "gzip":
-        return igzip_threaded.open(target, "wb", compresslevel=level, threads=threads,
-                                   block_size=BLOCK_SIZE)
+        return igzip_threaded.open(
+            target, "wb", compresslevel=level, threads=threads, block_size=BLOCK_SIZE
+        )
     cctx = zstandard.ZstdCompressor(level=level, threads=threads if threads > 1 else 0)
     return cctx.stream_writer(target, closefd=False)
 

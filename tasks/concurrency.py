@@ -17,8 +17,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
-                in_flight: int | None = None) -> Iterator[R]:
+def bounded_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, in_flight: int | None = None
+) -> Iterator[R]:
     """Yield ``fn(item)`` for every item, ``workers`` at a time, in completion order.
 
     The first exception stops new submissions, waits for what is running and is raised.
@@ -51,8 +52,13 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
 _END = object()
 
 
-def retry_call(fn: Callable[[], R], should_retry: Callable[[BaseException], bool],
-               attempts: int = 4, first_delay: float = 0.5, max_delay: float = 8.0) -> R:
+def retry_call(
+    fn: Callable[[], R],
+    should_retry: Callable[[BaseException], bool],
+    attempts: int = 4,
+    first_delay: float = 0.5,
+    max_delay: float = 8.0,
+) -> R:
     """Call ``fn``, trying again with exponential backoff while ``should_retry(error)`` holds.
 
     For failures botocore's own retries don't cover, such as a connection

@@ -25,8 +25,13 @@ def batches(items: Iterable[ObjectEntry], size: int) -> Iterator[list[ObjectEntr
         yield batch
 
 
-def delete_entries(client: Any, bucket: str, entries: Iterable[ObjectEntry],
-                   conditional: bool = True, workers: int = 4) -> DeleteReport:
+def delete_entries(
+    client: Any,
+    bucket: str,
+    entries: Iterable[ObjectEntry],
+    conditional: bool = True,
+    workers: int = 4,
+) -> DeleteReport:
     """Delete exactly these objects; with ``conditional`` each only if its ETag is unchanged.
 
     S3 refuses (per key, 412) a conditional delete of an object that changed

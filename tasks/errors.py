@@ -39,8 +39,13 @@ class SourceChangedError(ColdflowError):
     Nothing is deleted when this is raised.
     """
 
-    def __init__(self, message: str, changed: Sequence[str] = (), appeared: Sequence[str] = (),
-                 vanished: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        changed: Sequence[str] = (),
+        appeared: Sequence[str] = (),
+        vanished: Sequence[str] = (),
+    ) -> None:
         self.changed = list(changed)
         self.appeared = list(appeared)
         self.vanished = list(vanished)

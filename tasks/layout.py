@@ -82,8 +82,9 @@ class Layout(BaseModel):
     cold_prefix: str = "imaging_analysis/{project_name}/plates/"
     backup_prefix: str = "projects/{project_name}/workspace/backup/"
 
-    def for_plate(self, project_name: str, batch_id: str, plate_id: str,
-                  plate_id_full: str) -> PlateLayout:
+    def for_plate(
+        self, project_name: str, batch_id: str, plate_id: str, plate_id_full: str
+    ) -> PlateLayout:
         """Resolve every key of one plate."""
         values = {
             "project_name": check_name("project_name", project_name),
@@ -120,7 +121,7 @@ class PlateLayout:
     def trimmed(self, key: str) -> str:
         """The key as listings show it: without the source root."""
         root = self.layout.source_root
-        return key[len(root):] if key.startswith(root) else key
+        return key[len(root) :] if key.startswith(root) else key
 
     def member_name(self, key: str) -> str:
         """The tar member path of a source key: ``{tag}/{key without the source root}``."""
@@ -131,7 +132,7 @@ class PlateLayout:
         head = f"{self.tag}/"
         if not member.startswith(head):
             return None
-        return self.layout.source_root + member[len(head):]
+        return self.layout.source_root + member[len(head) :]
 
     def bundle_of(self, key: str) -> str | None:
         """Which bundle a source key belongs to, if any."""

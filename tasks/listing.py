@@ -97,7 +97,8 @@ def sort_file(path: Path) -> None:
     env = dict(os.environ, LC_ALL="C")
     subprocess.run(
         ["sort", "-S", "128M", "-T", str(path.parent), "-o", str(path), str(path)],
-        check=True, env=env,
+        check=True,
+        env=env,
     )
 
 
@@ -166,9 +167,12 @@ def same_object(recorded: ObjectEntry, current: ObjectEntry) -> bool:
     return recorded.modified == current.modified
 
 
-def compare_entries(recorded: Iterable[ObjectEntry], current: Iterable[ObjectEntry],
-                    on_verified: Callable[[ObjectEntry], Any] | None = None,
-                    same: Callable[[ObjectEntry, ObjectEntry], bool] = same_object) -> Drift:
+def compare_entries(
+    recorded: Iterable[ObjectEntry],
+    current: Iterable[ObjectEntry],
+    on_verified: Callable[[ObjectEntry], Any] | None = None,
+    same: Callable[[ObjectEntry, ObjectEntry], bool] = same_object,
+) -> Drift:
     """Merge-join two key-sorted listings; ``on_verified`` gets every current entry that matches."""
     drift = Drift()
     rec_iter, cur_iter = iter(recorded), iter(current)

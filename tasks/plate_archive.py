@@ -60,7 +60,12 @@ from tasks.tarball import MemberSource, epoch, tar_listing_lines, write_tarball
 SCRATCH_MARGIN = 256 * MIB
 
 STORAGE_CLASSES = (
-    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER",
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
     "DEEP_ARCHIVE",
 )
 
@@ -187,8 +192,10 @@ def list_plate(work: PlateWork) -> PlateListing:
     every prefix is empty and UnsupportedKeyError for keys the layout can't hold."""
     work.workdir.mkdir(parents=True, exist_ok=True)
     listing = PlateListing({b: 0 for b in work.where.bundles}, {b: 0 for b in work.where.bundles})
-    handles = {b: open(work.entries(b), "w", encoding="utf-8", newline="\n")  # noqa: SIM115
-               for b in work.where.bundles}
+    handles = {
+        b: open(work.entries(b), "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        for b in work.where.bundles
+    }
     try:
         with open(work.path("untrimmed.txt"), "w", encoding="utf-8", newline="\n") as untrimmed:
             for bundle, entry in _walk(work):
@@ -212,8 +219,13 @@ def list_plate(work: PlateWork) -> PlateListing:
     for bundle in work.where.bundles:
         sort_file(work.entries(bundle))
         part = work.path(f"listing_s3_{bundle}.txt")
-        write_lines(part, (listing_line(work.where.trimmed(e.key), e.size)
-                           for e in read_entries(work.entries(bundle))))
+        write_lines(
+            part,
+            (
+                listing_line(work.where.trimmed(e.key), e.size)
+                for e in read_entries(work.entries(bundle))
+            ),
+        )
         sort_file(part)
         parts.append(part)
     merge_sorted_files(parts, work.path("listing_s3.txt"))
@@ -278,18 +290,24 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     stage_root = work.path(f"stage_{bundle}")
 
     t = time.monotonic()
-    staged = stage_entries(client, s.bucket, read_entries(entries_path), stage_root,
-                           s.transfer_concurrency)
+    staged = stage_entries(
+        client, s.bucket, read_entries(entries_path), stage_root, s.transfer_concurrency
+    )
     seconds["stage"] = time.monotonic() - t
 
     t = time.monotonic()
     tar_name = f"{work.tag}_{bundle}{TARBALL_SUFFIX[s.compression]}"
     tar_path = work.path(tar_name)
-    part_size = part_size_for(tarball_bound(staged.bytes, staged.count),
-                              start=s.part_size_mib * MIB)
+    part_size = part_size_for(
+        tarball_bound(staged.bytes, staged.count), start=s.part_size_mib * MIB
+    )
     members = (
-        MemberSource(where.member_name(e.key), e.size, epoch(e.modified),
-                     partial(open, staged_path(stage_root, i), "rb"))
+        MemberSource(
+            where.member_name(e.key),
+            e.size,
+            epoch(e.modified),
+            partial(open, staged_path(stage_root, i), "rb"),
+        )
         for i, e in enumerate(read_entries(entries_path))
     )
     with open(tar_path, "wb") as raw:
@@ -308,8 +326,15 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
 
     t = time.monotonic()
     key = where.tarball(bundle, s.compression)
-    remote = upload_path(client, tar_path, s.cold_bucket, key, part_size=part_size,
-                         concurrency=s.transfer_concurrency, StorageClass=s.storage_class)
+    remote = upload_path(
+        client,
+        tar_path,
+        s.cold_bucket,
+        key,
+        part_size=part_size,
+        concurrency=s.transfer_concurrency,
+        StorageClass=s.storage_class,
+    )
     seconds["upload"] = time.monotonic() - t
     if remote != hasher.etag:
         raise ArchiveVerificationError(
@@ -319,8 +344,9 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     put_text(client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
     put_text(client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
     tar_path.unlink()
-    return BundleResult(bundle, key, staged.count, staged.bytes, hasher.size, hasher.md5,
-                        remote, seconds)
+    return BundleResult(
+        bundle, key, staged.count, staged.bytes, hasher.size, hasher.md5, remote, seconds
+    )
 
 
 def diff_sorted_lines(a: Path, b: Path, limit: int = 5) -> tuple[list[str], list[str]]:
@@ -351,8 +377,14 @@ def delete_script(work: PlateWork) -> str:
 
 def upload_listing(work: PlateWork, path: Path, bucket: str, key: str) -> str:
     """Upload a listing file; identical files get identical ETags (same part size rule)."""
-    return upload_path(work.settings.client, path, bucket, key,
-                       part_size=part_size_for(path.stat().st_size), concurrency=4)
+    return upload_path(
+        work.settings.client,
+        path,
+        bucket,
+        key,
+        part_size=part_size_for(path.stat().st_size),
+        concurrency=4,
+    )
 
 
 def verify_listings(work: PlateWork) -> int:
@@ -401,8 +433,12 @@ def find_complete_archive(work: PlateWork) -> tuple[RecordedArchive | None, str]
         md5 = get_text(client, s.cold_bucket, where.md5_sidecar(bundle))
         if md5 is None or not md5.rstrip("\n").endswith("  " + key.rsplit("/", 1)[-1]):
             return None, f"{where.md5_sidecar(bundle)} missing or names another file"
-        tarballs[bundle] = {"key": key, "bytes": int(found["ContentLength"]), "etag": etag,
-                            "md5": md5.split()[0]}
+        tarballs[bundle] = {
+            "key": key,
+            "bytes": int(found["ContentLength"]),
+            "etag": etag,
+            "md5": md5.split()[0],
+        }
     if head(client, s.cold_bucket, where.untrimmed_listing) is None:
         return None, f"no {where.untrimmed_listing}"
     listed = head(client, s.bucket, where.s3_listing)
@@ -424,14 +460,19 @@ def recorded_entries(work: PlateWork) -> Path:
     client.download_file(s.bucket, where.tar_listing, str(tar_listing))
     entries = work.path("recorded_entries.tsv")
     with open(untrimmed, encoding="utf-8", newline="\n") as f:
-        write_lines(entries, (
-            e.to_line() for e in map(ObjectEntry.from_untrimmed_line, f)
-            if not is_placeholder(e.key, e.size)
-        ))
+        write_lines(
+            entries,
+            (
+                e.to_line()
+                for e in map(ObjectEntry.from_untrimmed_line, f)
+                if not is_placeholder(e.key, e.size)
+            ),
+        )
     sort_file(entries)
     trimmed = work.path("recorded_trimmed.txt")
-    write_lines(trimmed, (listing_line(where.trimmed(e.key), e.size)
-                          for e in read_entries(entries)))
+    write_lines(
+        trimmed, (listing_line(where.trimmed(e.key), e.size) for e in read_entries(entries))
+    )
     sort_file(trimmed)
     if not filecmp.cmp(trimmed, tar_listing, shallow=False):
         raise ArchiveVerificationError(
@@ -454,14 +495,19 @@ def gate_and_delete(work: PlateWork, recorded: Path) -> DeleteOutcome:
     sort_file(current)
     verified = work.path("verified.tsv")
     with open(verified, "w", encoding="utf-8", newline="\n") as out:
-        drift = compare_entries(read_entries(recorded), read_entries(current),
-                                on_verified=lambda e: out.write(e.to_line()))
+        drift = compare_entries(
+            read_entries(recorded),
+            read_entries(current),
+            on_verified=lambda e: out.write(e.to_line()),
+        )
     if not drift.clean:
         raise SourceChangedError(
             f"{work.tag}: sources changed since they were archived, nothing deleted: "
             f"{drift.n_changed} changed ({sample(drift.changed)}), "
             f"{drift.n_appeared} appeared ({sample(drift.appeared)})",
-            changed=drift.changed, appeared=drift.appeared, vanished=drift.vanished,
+            changed=drift.changed,
+            appeared=drift.appeared,
+            vanished=drift.vanished,
         )
     report = delete_entries(s.client, s.bucket, read_entries(verified), s.conditional_delete)
     return DeleteOutcome(report.deleted, drift.n_vanished, report.failed, report.failures)

@@ -50,15 +50,33 @@ CLIENT_CONFIG = Config(
 )
 
 #: Error codes worth trying again: throttling, timeouts, server-side failures.
-TRANSIENT_ERROR_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-    "TooManyRequestsException", "RequestTimeout", "RequestTimeoutException",
-    "InternalError", "ServiceUnavailable", "BandwidthLimitExceeded",
-    "500", "502", "503", "504",
-})
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "BandwidthLimitExceeded",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
 _TRANSIENT_EXCEPTIONS = (
-    EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
-    IncompleteReadError, ResponseStreamingError, ConnectionError, TimeoutError,
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    IncompleteReadError,
+    ResponseStreamingError,
+    ConnectionError,
+    TimeoutError,
 )
 
 _clients: dict[str | None, Any] = {}
@@ -88,7 +106,8 @@ def _make_client(credentials_block: str | None) -> Any:
 
     block = AwsCredentials.load(credentials_block)
     params = block.aws_client_parameters.get_params_override()
-    params["config"] = CLIENT_CONFIG.merge(params["config"]) if params.get("config") else CLIENT_CONFIG
+    own = params.get("config")
+    params["config"] = CLIENT_CONFIG.merge(own) if own else CLIENT_CONFIG
     return block.get_boto3_session().client("s3", **params)
 
 
@@ -116,7 +135,7 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry a task only when it failed for a transient reason."""
     try:
         state.result()
-    except BaseException as exc:  # noqa: BLE001 - we only classify it
+    except BaseException as exc:
         return is_transient(exc)
     return False
 
@@ -174,7 +193,7 @@ def put_text(client: Any, bucket: str, key: str, text: str, **extra: Any) -> str
 
 
 def part_size_for(size: int, start: int = DEFAULT_PART_SIZE) -> int:
-    """The part size the AWS CLI would use: ``start``, doubled until ``size`` fits in 10,000 parts."""
+    """The part size the AWS CLI would use: ``start``, doubled until ``size`` fits the parts."""
     part = max(start, MIN_PART_SIZE)
     while size > part * MAX_UPLOAD_PARTS:
         part *= 2
@@ -191,11 +210,21 @@ def transfer_config(part_size: int, concurrency: int) -> TransferConfig:
     )
 
 
-def upload_path(client: Any, path: Path, bucket: str, key: str, *, part_size: int,
-                concurrency: int = 8, **extra_args: Any) -> str:
+def upload_path(
+    client: Any,
+    path: Path,
+    bucket: str,
+    key: str,
+    *,
+    part_size: int,
+    concurrency: int = 8,
+    **extra_args: Any,
+) -> str:
     """Upload a local file with a known part size; returns the ETag S3 reports for it."""
     client.upload_file(
-        str(path), bucket, key,
+        str(path),
+        bucket,
+        key,
         ExtraArgs=extra_args or None,
         Config=transfer_config(part_size, concurrency),
     )

@@ -57,8 +57,9 @@ def download_entry(client: Any, bucket: str, entry: ObjectEntry, path: Path) -> 
     return written
 
 
-def stage_entries(client: Any, bucket: str, entries: Iterable[ObjectEntry], root: Path,
-                  concurrency: int) -> Counter:
+def stage_entries(
+    client: Any, bucket: str, entries: Iterable[ObjectEntry], root: Path, concurrency: int
+) -> Counter:
     """Stage every entry under ``root`` (see :func:`staged_path`), ``concurrency`` at a time.
 
     Transient failures, including a body cut off half-way, are tried again;

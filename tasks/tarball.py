@@ -49,18 +49,29 @@ def tarinfo_for(member: MemberSource) -> tarfile.TarInfo:
     return info
 
 
-def write_tarball(members: Iterable[MemberSource], target: BinaryIO, compression: str,
-                  level: int | None = None, threads: int | None = None) -> int:
+def write_tarball(
+    members: Iterable[MemberSource],
+    target: BinaryIO,
+    compression: str,
+    level: int | None = None,
+    threads: int | None = None,
+) -> int:
     """Write a compressed tarball of ``members`` into ``target``; returns the member count.
 
     A source that yields fewer bytes than its listed size fails the write
     (tarfile checks), so a tarball never silently holds a truncated object.
     """
     count = 0
-    with compressed_writer(target, compression, level, threads) as packed, tarfile.open(
-        fileobj=packed, mode="w|", format=TAR_FORMAT, encoding="utf-8",
-        bufsize=_COPY_BUFFER,
-    ) as tar:
+    with (
+        compressed_writer(target, compression, level, threads) as packed,
+        tarfile.open(
+            fileobj=packed,
+            mode="w|",
+            format=TAR_FORMAT,
+            encoding="utf-8",
+            bufsize=_COPY_BUFFER,
+        ) as tar,
+    ):
         for member in members:
             with member.open() as body:
                 tar.addfile(tarinfo_for(member), body)
@@ -70,9 +81,15 @@ def write_tarball(members: Iterable[MemberSource], target: BinaryIO, compression
 
 def iter_members(source: BinaryIO, compression: str) -> Iterator[tarfile.TarInfo]:
     """Every member header of a compressed tarball read as a stream (data skipped)."""
-    with decompressed_reader(source, compression) as plain, tarfile.open(
-        fileobj=plain, mode="r|", encoding="utf-8", bufsize=_COPY_BUFFER,
-    ) as tar:
+    with (
+        decompressed_reader(source, compression) as plain,
+        tarfile.open(
+            fileobj=plain,
+            mode="r|",
+            encoding="utf-8",
+            bufsize=_COPY_BUFFER,
+        ) as tar,
+    ):
         yield from tar
 
 
@@ -86,5 +103,5 @@ def tar_listing_lines(source: BinaryIO, compression: str, tag: str) -> Iterator[
     for info in iter_members(source, compression):
         if not info.isreg():
             continue
-        name = info.name[len(head):] if info.name.startswith(head) else info.name
+        name = info.name[len(head) :] if info.name.startswith(head) else info.name
         yield f"{name}\t{info.size}\n"

@@ -9,23 +9,28 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import boto3  # noqa: E402
-import pytest  # noqa: E402
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+import boto3
+import pytest
+from prefect.testing.utilities import prefect_test_harness
 
-from loopback import LoopbackS3  # noqa: E402
-from loopback.seed import PlateShape, plate_objects, seed_plates  # noqa: E402
-from tasks.s3 import reset_clients  # noqa: E402
+from loopback import LoopbackS3
+from loopback.seed import PlateShape, plate_objects, seed_plates
+from tasks.s3 import reset_clients
 
 PROJECT, BATCH = "2016_04_01_a549", "2016_04_01_Batch1"
 LIVE, COLD = "live-bucket", "cold-bucket"
 #: A real plate_id_full, with its space.
 SPACED = ("BR00092655", "BR00092655__2017-12-10T12_48_16-Measurement 1")
-SMALL = PlateShape(images=12, image_bytes=48 * 1024, illum_bytes=16 * 1024,
-                   csv_bytes=8 * 1024, backend_bytes=64 * 1024)
+SMALL = PlateShape(
+    images=12,
+    image_bytes=48 * 1024,
+    illum_bytes=16 * 1024,
+    csv_bytes=8 * 1024,
+    backend_bytes=64 * 1024,
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,16 @@
-"""The archive layout, byte for byte, on a plate whose name has a space and whose keys have UTF-8."""
+"""The archive layout, byte for byte, on a plate with a space in its name and UTF-8 keys."""
 
 from __future__ import annotations
 
 import hashlib
-import shlex
 import os
+import shlex
 import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
 import boto3
+import pytest
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, fresh_endpoint, seed_into, source_keys
 
 from flows.archive import archive_plates
@@ -32,8 +32,9 @@ def archived(loopback, tmp_path_factory):
     s3.put_object(Bucket=LIVE, Key=MARKER, Body=b"")  # a "directory" placeholder
     tmp = tmp_path_factory.mktemp("layout")
     (tmp / "plates.csv").write_text(f"plate_id,plate_id_full\n{SPACED[0]},{SPACED[1]}\n")
-    result = archive_plates(str(tmp / "plates.csv"), PROJECT, BATCH, LIVE, COLD,
-                            scratch_dir=str(tmp / "scratch"))
+    result = archive_plates(
+        str(tmp / "plates.csv"), PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp / "scratch")
+    )
     return originals, result, tmp
 
 
@@ -50,8 +51,9 @@ def body(s3, bucket: str, key: str) -> bytes:
 
 
 def expected_listing(originals: dict[str, bytes]) -> bytes:
-    lines = sorted(f"{k.removeprefix('projects/')}\t{len(v)}\n".encode()
-                   for k, v in originals.items())
+    lines = sorted(
+        f"{k.removeprefix('projects/')}\t{len(v)}\n".encode() for k, v in originals.items()
+    )
     return b"".join(lines)
 
 
@@ -67,8 +69,11 @@ def test_keys_in_both_buckets(s3, archived):
         f"{COLD_PREFIX}{TAG}_file_listing_untrimmed_s3.txt",
     }
     backup = {o["Key"] for o in s3.list_objects_v2(Bucket=LIVE, Prefix=BACKUP)["Contents"]}
-    assert backup == {f"{BACKUP}{TAG}_file_listing_s3.txt", f"{BACKUP}{TAG}_file_listing_tar.txt",
-                      f"{BACKUP}{TAG}_delete_s3.sh"}
+    assert backup == {
+        f"{BACKUP}{TAG}_file_listing_s3.txt",
+        f"{BACKUP}{TAG}_file_listing_tar.txt",
+        f"{BACKUP}{TAG}_delete_s3.sh",
+    }
     tarball = s3.head_object(Bucket=COLD, Key=f"{COLD_PREFIX}{TAG}_backend.tar.gz")
     assert tarball["StorageClass"] == "DEEP_ARCHIVE"
 
@@ -131,11 +136,17 @@ def test_gnu_tar_reads_and_extracts_to_the_original_keys(s3, archived, tmp_path)
     for bundle in ("images_illum_analysis", "backend"):
         path = tmp_path / f"{bundle}.tar.gz"
         path.write_bytes(body(s3, COLD, f"{COLD_PREFIX}{TAG}_{bundle}.tar.gz"))
-        listed = subprocess.run(["tar", "--quoting-style=literal", "-tzf", str(path)], env=env,
-                                check=True, capture_output=True, text=True).stdout
+        listed = subprocess.run(
+            ["tar", "--quoting-style=literal", "-tzf", str(path)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         members += listed.splitlines()
-        subprocess.run(["tar", "-xzf", str(path), "--strip-components=1", "-C", str(out)],
-                       env=env, check=True)
+        subprocess.run(
+            ["tar", "-xzf", str(path), "--strip-components=1", "-C", str(out)], env=env, check=True
+        )
     assert sorted(members) == sorted(f"{TAG}/{k.removeprefix('projects/')}" for k in originals)
     for key, data in originals.items():
         assert (out / key.removeprefix("projects/")).read_bytes() == data, key

@@ -12,13 +12,20 @@ from flows.archive import archive_plates
 from tasks.errors import BucketNotFoundError, InputError, PlatesFailedError, PlatesFileError
 
 PLATE_B = ("BR00099999", "BR00099999__2018-01-01T00_00_00-Measurement 2")
-WRITES = {"PutObject", "MultipartPost", "MultipartPut", "DeleteObjects", "DeleteObject",
-          "RestoreObject"}
+WRITES = {
+    "PutObject",
+    "MultipartPost",
+    "MultipartPut",
+    "DeleteObjects",
+    "DeleteObject",
+    "RestoreObject",
+}
 
 
 def run(csv: str, tmp_path, **kwargs):
-    return archive_plates(csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "scratch"),
-                          **kwargs)
+    return archive_plates(
+        csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "scratch"), **kwargs
+    )
 
 
 def writes(loopback) -> dict[str, int]:
@@ -30,6 +37,7 @@ def cold_keys(s3) -> set[str]:
 
 
 # --- verification gates deletion -------------------------------------------------------------
+
 
 def test_delete_source_deletes_exactly_the_verified_objects(s3, seed, plates_csv, tmp_path):
     originals = seed(SPACED, PLATE_B)
@@ -54,8 +62,9 @@ def test_etag_mismatch_keeps_every_source(s3, seed, plates_csv, tmp_path, loopba
     assert not any(k.endswith("_backend.etag") for k in cold_keys(s3))
 
 
-def test_source_changed_and_added_after_listing_keeps_every_source(s3, seed, plates_csv,
-                                                                   tmp_path, loopback):
+def test_source_changed_and_added_after_listing_keeps_every_source(
+    s3, seed, plates_csv, tmp_path, loopback
+):
     originals = seed(SPACED)
     changed = next(k for k in originals if k.endswith(".tiff"))
     added = f"projects/{PROJECT}/{BATCH}/illum/{SPACED[0]}/late arrival.npy"
@@ -78,8 +87,9 @@ def test_source_changed_and_added_after_listing_keeps_every_source(s3, seed, pla
 def test_source_changed_while_staging_fails_the_plate(s3, seed, plates_csv, tmp_path, loopback):
     originals = seed(SPACED)
     victim = sorted(k for k in originals if "/images/" in k)[-1]
-    loopback.on_request("GetObject", r"/images/",
-                        lambda: s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed"))
+    loopback.on_request(
+        "GetObject", r"/images/", lambda: s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed")
+    )
     with pytest.raises(PlatesFailedError) as failed:
         run(plates_csv(SPACED), tmp_path, delete_source=True, transfer_concurrency=1)
     message = failed.value.summary[0]["message"]
@@ -90,22 +100,27 @@ def test_source_changed_while_staging_fails_the_plate(s3, seed, plates_csv, tmp_
 
 # --- bad input ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("plate_id\nA\n", "missing column(s) plate_id_full"),
-    ("", "the file is empty"),
-    ("plate_id,plate_id_full\n", "no plates listed"),
-    ("plate_id,plate_id_full\nA,A_full\nA,A_other\n", "plate_id 'A' is listed more than once"),
-    ("plate_id,plate_id_full\nA/B,A_full\n", "contains a slash"),
-    ("plate_id,plate_id_full\nA,..\n", "contains '..'"),
-    ("plate_id,plate_id_full\nA,A\x07full\n", "contains a control character"),
-    ("plate_id,plate_id_full\nA,\n", "plate_id_full is empty"),
-])
-def test_bad_plates_csv_fails_before_any_write(s3, seed, plates_csv, tmp_path, loopback, text,
-                                               expected):
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plate_id\nA\n", "missing column(s) plate_id_full"),
+        ("", "the file is empty"),
+        ("plate_id,plate_id_full\n", "no plates listed"),
+        ("plate_id,plate_id_full\nA,A_full\nA,A_other\n", "plate_id 'A' is listed more than once"),
+        ("plate_id,plate_id_full\nA/B,A_full\n", "contains a slash"),
+        ("plate_id,plate_id_full\nA,..\n", "contains '..'"),
+        ("plate_id,plate_id_full\nA,A\x07full\n", "contains a control character"),
+        ("plate_id,plate_id_full\nA,\n", "plate_id_full is empty"),
+    ],
+)
+def test_bad_plates_csv_fails_before_any_write(
+    s3, seed, plates_csv, tmp_path, loopback, text, expected
+):
     seed(SPACED)
     before = source_keys(s3)
     loopback.clear_faults()  # forget the seeding's requests
-    with pytest.raises(PlatesFileError, match="plates.csv") as failed:
+    with pytest.raises(PlatesFileError, match=r"plates\.csv") as failed:
         run(plates_csv(text=text), tmp_path, delete_source=True)
     assert expected in str(failed.value)
     assert loopback.request_counts == {}
@@ -121,8 +136,15 @@ def test_unknown_bucket_fails_before_any_write(s3, seed, plates_csv, tmp_path, l
     seed(SPACED)
     loopback.clear_faults()
     with pytest.raises(BucketNotFoundError, match="bucket 'no-such-cold' does not exist"):
-        archive_plates(plates_csv(SPACED), PROJECT, BATCH, LIVE, "no-such-cold",
-                       scratch_dir=str(tmp_path), delete_source=True)
+        archive_plates(
+            plates_csv(SPACED),
+            PROJECT,
+            BATCH,
+            LIVE,
+            "no-such-cold",
+            scratch_dir=str(tmp_path),
+            delete_source=True,
+        )
     assert writes(loopback) == {}
 
 
@@ -134,13 +156,13 @@ def test_bad_storage_class_fails_before_any_s3_call(s3, plates_csv, tmp_path, lo
 
 
 @pytest.mark.parametrize("field", ["project_name", "batch_id"])
-def test_bad_project_or_batch_fails_before_any_s3_call(s3, plates_csv, tmp_path, loopback,
-                                                        field):
+def test_bad_project_or_batch_fails_before_any_s3_call(s3, plates_csv, tmp_path, loopback, field):
     loopback.clear_faults()
     names = {"project_name": PROJECT, "batch_id": BATCH, field: "../escape"}
     with pytest.raises(InputError, match=f"{field} '../escape'"):
-        archive_plates(plates_csv(SPACED), bucket=LIVE, cold_bucket=COLD,
-                       scratch_dir=str(tmp_path), **names)
+        archive_plates(
+            plates_csv(SPACED), bucket=LIVE, cold_bucket=COLD, scratch_dir=str(tmp_path), **names
+        )
     assert loopback.request_counts == {}
 
 
@@ -160,14 +182,25 @@ def test_scratch_too_small_fails_before_staging(s3, seed, plates_csv, tmp_path):
     originals = seed(SPACED)
     small = tmp_path / "tiny"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True
+        ).returncode
+        == 0
+    )
     if not mounted:
         pytest.skip("cannot mount a small tmpfs here")
     try:
         with pytest.raises(PlatesFailedError) as failed:
-            archive_plates(plates_csv(SPACED), PROJECT, BATCH, LIVE, COLD,
-                           scratch_dir=str(small), delete_source=True)
+            archive_plates(
+                plates_csv(SPACED),
+                PROJECT,
+                BATCH,
+                LIVE,
+                COLD,
+                scratch_dir=str(small),
+                delete_source=True,
+            )
     finally:
         subprocess.run(["umount", str(small)], check=False)
     message = failed.value.summary[0]["message"]
@@ -189,8 +222,10 @@ def test_key_the_layout_cannot_hold_fails_the_plate(s3, seed, plates_csv, tmp_pa
 
 # --- re-runs, dry runs, transient errors -----------------------------------------------------
 
-def test_rerun_skips_complete_archives_then_deletes_on_request(s3, seed, plates_csv, tmp_path,
-                                                               loopback):
+
+def test_rerun_skips_complete_archives_then_deletes_on_request(
+    s3, seed, plates_csv, tmp_path, loopback
+):
     originals = seed(SPACED)
     csv = plates_csv(SPACED)
     first = run(csv, tmp_path)
@@ -208,8 +243,9 @@ def test_rerun_skips_complete_archives_then_deletes_on_request(s3, seed, plates_
     assert {k: s3.head_object(Bucket=COLD, Key=k)["ETag"] for k in cold_keys(s3)} == tarball_etags
 
 
-def test_rerun_refuses_to_delete_objects_changed_since_the_recorded_run(s3, seed, plates_csv,
-                                                                         tmp_path):
+def test_rerun_refuses_to_delete_objects_changed_since_the_recorded_run(
+    s3, seed, plates_csv, tmp_path
+):
     originals = seed(SPACED)
     csv = plates_csv(SPACED)
     run(csv, tmp_path)
@@ -260,18 +296,23 @@ def test_zstd_archives_read_with_gnu_tar(s3, seed, plates_csv, tmp_path):
         assert bundle["key"].endswith(".tar.zst")
         path = tmp_path / "t.tar.zst"
         s3.download_file(COLD, bundle["key"], str(path))
-        members += subprocess.run(["tar", "--zstd", "--quoting-style=literal", "-tf", str(path)],
-                                  check=True, capture_output=True, text=True).stdout.splitlines()
+        members += subprocess.run(
+            ["tar", "--zstd", "--quoting-style=literal", "-tf", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
     tag = result[0]["tag"]
     assert sorted(members) == sorted(f"{tag}/{k.removeprefix('projects/')}" for k in originals)
 
 
 # --- plates in parallel ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_max_parallel_plates_bounds_concurrency(s3, seed, plates_csv, tmp_path, parallel):
     seed(SPACED, PLATE_B)
     result = run(plates_csv(SPACED, PLATE_B), tmp_path, max_parallel_plates=parallel)
-    (a0, a1), (b0, b1) = sorted((r["started"], r["finished"]) for r in result)
-    overlap = b0 < a1
+    (_, first_end), (second_start, _) = sorted((r["started"], r["finished"]) for r in result)
+    overlap = second_start < first_end
     assert overlap is (parallel == 2)

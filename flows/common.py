@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
 from prefect.futures import PrefectFuture, as_completed
 
+from tasks.runlog import run_logger
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a run, a module logger outside one."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("coldflow")
+__all__ = ["run_logger", "submit_bounded"]
 
 
 def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -> list[Any]:

@@ -3,8 +3,10 @@
 :class:`LoopbackS3` runs moto's server in a thread of this process, behind a
 small WSGI layer that can inject what real S3 does and moto doesn't: throttling
 (503 SlowDown) at a rate, an error for matching requests, rewritten response
-headers (say, a wrong ETag). It also counts requests by operation, so a
-benchmark can report requests per object.
+headers (say, a wrong ETag), and archive tiers whose restores take time
+(:mod:`loopback.tiers`). It also counts requests by operation, so a benchmark
+can report requests per object. ``python -m loopback serve`` runs it in a
+process of its own.
 
     with LoopbackS3() as s3:
         os.environ.update(s3.environ())   # boto3 and s3fs now talk to it
@@ -32,6 +34,8 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+
+from loopback.tiers import ArchiveTiers
 
 #: Credentials the loopback endpoint accepts (any would do); never real ones.
 LOOPBACK_CREDENTIALS = {
@@ -103,6 +107,7 @@ class FaultInjector:
         self.rules: list[Rule] = []
         self.counts: Counter[str] = Counter()
         self.responders: list[Callable[[Request, Any, Callable], Iterable[bytes] | None]] = []
+        self.tiers = ArchiveTiers()
         self._lock = threading.Lock()
         self._random = Random(seed)
 
@@ -145,7 +150,8 @@ class FaultInjector:
                 return answer
         rule = self._pick(request)
         if rule is None:
-            return self.app(environ, start_response)
+            answer = self.tiers.handle(request, environ, start_response, self.app)
+            return self.app(environ, start_response) if answer is None else answer
         if rule.status:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length:
@@ -200,9 +206,16 @@ class LoopbackS3:
         return {"AWS_ENDPOINT_URL": self.endpoint_url, **LOOPBACK_CREDENTIALS}
 
     def reset(self) -> None:
-        """Forget every bucket and object, and every injected fault."""
+        """Forget every bucket and object, every injected fault and archive-tier state."""
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=30).raise_for_status()
         self.clear_faults()
+        self.tiers.reset()
+
+    @property
+    def tiers(self) -> ArchiveTiers:
+        """Restore durations per tier, Intelligent-Tiering archive tiers, Expedited capacity."""
+        assert self.injector is not None
+        return self.injector.tiers
 
     # faults
     def clear_faults(self) -> None:

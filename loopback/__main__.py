@@ -1,0 +1,42 @@
+"""``python -m loopback serve --port 5055 [--standard-seconds 5]``: the endpoint in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from loopback.server import LoopbackS3
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loopback")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run the loopback S3 endpoint until interrupted")
+    serve.add_argument("--port", type=int, default=5055)
+    for tier in ("expedited", "standard", "bulk"):
+        serve.add_argument(
+            f"--{tier}-seconds",
+            type=float,
+            default=0.0,
+            help=f"how long a {tier.title()} restore stays in progress",
+        )
+    args = ap.parse_args(argv)
+    server = LoopbackS3(port=args.port).start()
+    server.tiers.durations.update(
+        Expedited=args.expedited_seconds, Standard=args.standard_seconds, Bulk=args.bulk_seconds
+    )
+    print(server.endpoint_url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Archive tiers for the loopback endpoint: restores that take time, Intelligent-Tiering archive
+access tiers, Expedited capacity errors, and ``RestoreStatus`` in listings.
+
+moto restores GLACIER and DEEP_ARCHIVE objects instantly, knows no
+``x-amz-archive-status``, and ignores ``OptionalObjectAttributes``. This layer,
+in front of moto, behaves as S3 does:
+
+- a restore stays ``ongoing-request="true"`` for ``durations[tier]`` seconds; meanwhile
+  GET answers ``InvalidObjectState`` and a second request ``RestoreAlreadyInProgress`` (409);
+- an object marked with :meth:`ArchiveTiers.archive` (Intelligent-Tiering) reports
+  ``x-amz-archive-status``, can't be read, refuses a restore with ``Days`` and takes one
+  without; once restored it reads normally;
+- ``expedited_unavailable`` makes Expedited requests fail with
+  ``GlacierExpeditedRetrievalNotAvailable`` (503);
+- ``ListObjectsV2`` with ``x-amz-optional-object-attributes: RestoreStatus`` gets
+  ``RestoreStatus`` for every object a restore was requested for.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote_plus
+
+ARCHIVE_ACCESS_TIERS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
+
+
+@dataclass
+class _Restore:
+    ready_at: float
+    days: int | None
+
+
+def _respond(
+    start_response: Callable,
+    status: str,
+    body: bytes = b"",
+    headers: Iterable[tuple[str, str]] = (),
+) -> list[bytes]:
+    start_response(
+        status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body))), *headers]
+    )
+    return [body]
+
+
+def _error(
+    start_response: Callable, status: str, code: str, message: str, head: bool = False
+) -> list[bytes]:
+    body = (
+        b""
+        if head
+        else (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>"
+        ).encode()
+    )
+    return _respond(start_response, status, body)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+class ArchiveTiers:
+    """Restore timing and archive-tier behaviour, keyed by (bucket, key)."""
+
+    def __init__(self) -> None:
+        self.durations: dict[str, float] = {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}
+        self.expedited_unavailable = False
+        self._restores: dict[tuple[str, str], _Restore] = {}
+        self._archived: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.durations = {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}
+            self.expedited_unavailable = False
+            self._restores.clear()
+            self._archived.clear()
+
+    def archive(self, bucket: str, key: str, tier: str = "ARCHIVE_ACCESS") -> None:
+        """Move an INTELLIGENT_TIERING object into an archive access tier."""
+        if tier not in ARCHIVE_ACCESS_TIERS:
+            raise ValueError(f"tier must be one of {ARCHIVE_ACCESS_TIERS}")
+        with self._lock:
+            self._archived[(bucket, key)] = tier
+
+    def _state(self, bucket: str, key: str) -> tuple[str | None, _Restore | None, bool]:
+        """(archive tier, restore, in progress) of a key, with finished IT restores applied."""
+        with self._lock:
+            restore = self._restores.get((bucket, key))
+            in_progress = restore is not None and time.time() < restore.ready_at
+            tier = self._archived.get((bucket, key))
+            if tier and restore is not None and not in_progress:
+                del self._archived[(bucket, key)]  # back in the frequent access tier
+                tier = None
+            return tier, restore, in_progress
+
+    # -- the WSGI side -------------------------------------------------------------------
+
+    def handle(
+        self, request: Any, environ: dict, start_response: Callable, app: Callable
+    ) -> Iterable[bytes] | None:
+        """Answer or rewrite a request, or return None to let moto serve it as it is."""
+        if request.operation == "RestoreObject":
+            return self._restore(request, environ, start_response, app)
+        if (
+            request.operation == "ListObjects"
+            and "restorestatus"
+            in request.headers.get("x-amz-optional-object-attributes", "").lower()
+        ):
+            return self._list(request, environ, start_response, app)
+        if request.operation not in {"GetObject", "HeadObject"}:
+            return None
+        tier, restore, in_progress = self._state(request.bucket, request.key)
+        head = request.method == "HEAD"
+        if request.operation == "GetObject" and (tier or in_progress):
+            return _error(
+                start_response,
+                "403 Forbidden",
+                "InvalidObjectState",
+                "The operation is not valid for the object's storage class",
+            )
+        if head and (tier or restore is not None):
+            headers: dict[str, str] = {}
+            if tier and not in_progress:
+                headers["x-amz-archive-status"] = tier
+            if in_progress:
+                headers["x-amz-restore"] = 'ongoing-request="true"'
+            elif restore is not None and restore.days is None:
+                headers["x-amz-restore"] = 'ongoing-request="false"'
+            return app(environ, _with_headers(start_response, headers))
+        return None
+
+    def _restore(
+        self, request: Any, environ: dict, start_response: Callable, app: Callable
+    ) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        days, tier = _parse_restore_request(body)
+        archive_tier, _, in_progress = self._state(request.bucket, request.key)
+        if tier == "Expedited" and self.expedited_unavailable:
+            return _error(
+                start_response,
+                "503 Service Unavailable",
+                "GlacierExpeditedRetrievalNotAvailable",
+                "Glacier expedited retrievals are currently not available, please try again later",
+            )
+        if in_progress:
+            return _error(
+                start_response,
+                "409 Conflict",
+                "RestoreAlreadyInProgress",
+                "Object restore is already in progress",
+            )
+        ready_at = time.time() + self.durations.get(tier, 0.0)
+        if archive_tier:
+            if days is not None:
+                return _error(
+                    start_response,
+                    "400 Bad Request",
+                    "InvalidArgument",
+                    "Days is not allowed for INTELLIGENT_TIERING archive tiers",
+                )
+            with self._lock:
+                self._restores[(request.bucket, request.key)] = _Restore(ready_at, None)
+            return _respond(start_response, "202 Accepted")
+        captured: dict[str, str] = {}
+
+        def record(status: str, headers: list, exc_info: Any = None) -> Any:
+            captured["status"] = status
+            return start_response(status, headers, exc_info)
+
+        answer = list(app(environ, record))
+        if captured.get("status", "").startswith("202") and days is not None:
+            with self._lock:
+                self._restores[(request.bucket, request.key)] = _Restore(ready_at, days)
+        return answer
+
+    def _list(
+        self, request: Any, environ: dict, start_response: Callable, app: Callable
+    ) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def hold(status: str, headers: list, exc_info: Any = None) -> Callable:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(app(environ, hold))
+        if captured["status"].startswith("200"):
+            body = self._add_restore_status(request.bucket, body)
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _add_restore_status(self, bucket: str, body: bytes) -> bytes:
+        text = body.decode()
+        url_encoded = "<EncodingType>url</EncodingType>" in text
+
+        def add(match: re.Match) -> str:
+            contents = match.group(0)
+            raw = re.search(r"<Key>(.*?)</Key>", contents, re.S)
+            if raw is None:
+                return contents
+            key = html.unescape(raw.group(1))
+            key = unquote_plus(key) if url_encoded else key
+            _, restore, in_progress = self._state(bucket, key)
+            if restore is None:
+                return contents
+            status = f"<IsRestoreInProgress>{str(in_progress).lower()}</IsRestoreInProgress>"
+            if not in_progress and restore.days is not None:
+                expiry = datetime.fromtimestamp(restore.ready_at, UTC) + timedelta(
+                    days=restore.days
+                )
+                status += f"<RestoreExpiryDate>{expiry:%Y-%m-%dT%H:%M:%S.000Z}</RestoreExpiryDate>"
+            return contents.replace(
+                "</Contents>", f"<RestoreStatus>{status}</RestoreStatus></Contents>"
+            )
+
+        return re.sub(r"<Contents>.*?</Contents>", add, text, flags=re.S).encode()
+
+
+def _parse_restore_request(body: bytes) -> tuple[int | None, str]:
+    """(Days, Tier) of a RestoreRequest body; Tier defaults to Standard as in S3."""
+    days, tier = None, "Standard"
+    if not body:
+        return days, tier
+    for node in ET.fromstring(body).iter():
+        name = _local(node.tag)
+        if name == "Days" and node.text:
+            days = int(node.text)
+        elif name == "Tier" and node.text:
+            tier = node.text.strip()
+    return days, tier
+
+
+def _with_headers(start_response: Callable, extra: dict[str, str]) -> Callable:
+    names = {k.lower() for k in extra}
+
+    def rewrite(status: str, headers: list, exc_info: Any = None) -> Any:
+        kept = [(k, v) for k, v in headers if k.lower() not in names]
+        return start_response(status, kept + list(extra.items()), exc_info)
+
+    return rewrite

@@ -1,0 +1,96 @@
+"""Prefect tasks over the restore steps, and the polling sensor other flows can wait on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from tasks import restore as steps
+from tasks.archive_tasks import PLAIN, TRANSIENT
+from tasks.runlog import run_logger
+from tasks.s3 import s3_client
+
+
+@task(name="inventory", task_run_name="inventory-{bucket}/{prefix}", **PLAIN, **TRANSIENT)
+def take_inventory(
+    bucket: str,
+    prefix: str,
+    workdir: str,
+    filter_in: list[str] | None,
+    filter_out: list[str] | None,
+    batch_size: int,
+    retry_ledger: str | None,
+    credentials_block: str | None,
+) -> steps.Inventory:
+    """List (or read a previous ledger) and classify every object; write request batches."""
+    client = s3_client(credentials_block)
+    if retry_ledger:
+        return steps.inventory_from_ledger(client, bucket, retry_ledger, Path(workdir), batch_size)
+    return steps.take_inventory(
+        client, bucket, prefix, Path(workdir), filter_in, filter_out, batch_size
+    )
+
+
+@task(name="request-restores", task_run_name="request-restores-{batch}", **PLAIN)
+def request_restores(
+    batch: str, bucket: str, tier: str, days: int, workers: int, credentials_block: str | None
+) -> dict[str, int]:
+    """Request restores for one batch of keys; per-key errors are recorded, not raised."""
+    return steps.request_batch(
+        s3_client(credentials_block), bucket, Path(batch), tier, days, workers
+    )
+
+
+@task(name="wait-for-restores", task_run_name="wait-for-restores-{bucket}/{prefix}", **PLAIN)
+def wait_for_restores(
+    bucket: str,
+    prefix: str,
+    pending: str,
+    listed: int,
+    poll_interval: float = 60.0,
+    max_interval: float = 1800.0,
+    timeout: float = 60 * 3600.0,
+    credentials_block: str | None = None,
+) -> dict:
+    """The sensor: hold until every pending restore is readable; fail with counts on timeout.
+
+    Re-checks only what is still pending, by listing or HEAD (whichever costs fewer
+    requests), backing off between polls, and keeps a progress artifact up to date.
+    Downstream tasks pass ``wait_for=[this]`` to start only after it.
+    """
+    log = run_logger()
+    path = Path(pending)
+    with open(path, encoding="utf-8") as f:
+        total = sum(1 for _ in f)
+    if total == 0:
+        return {"ready": 0, "error": 0, "polls": 0, "requests": 0}
+    artifact = create_progress_artifact(
+        progress=0.0,
+        key="restore-progress",
+        description=f"Restores readable under s3://{bucket}/{prefix}",
+    )
+
+    def progress(ready: int, total: int, poll: steps.Poll) -> None:
+        update_progress_artifact(artifact, progress=100.0 * ready / total)
+        log.info(
+            "restores: %d of %d readable, %d in progress, %d errors",
+            ready,
+            total,
+            poll.pending,
+            poll.n_errors,
+        )
+
+    return steps.wait_for_pending(
+        s3_client(credentials_block),
+        bucket,
+        prefix,
+        path,
+        total,
+        listed,
+        poll_interval,
+        max_interval,
+        timeout,
+        progress,
+    )

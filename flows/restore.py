@@ -145,7 +145,8 @@ def restore_prefix(
         shutil.rmtree(work, ignore_errors=True)
         raise
 
-    counts: Counter = Counter(inventory.counts)
+    counts: Counter = Counter(dict.fromkeys(steps.REPORTED, 0))
+    counts.update(inventory.counts)
     counts.pop(steps.ARCHIVED, None)
     result: dict = {
         "listed": inventory.listed,
@@ -204,6 +205,8 @@ def restore_prefix(
         result["ready"] = seen["ready"]
         result["requests"] += seen["requests"]
         counts[steps.ERROR] += seen[steps.ERROR]
+    else:
+        result["ready"] = 0
     shutil.rmtree(work, ignore_errors=True)
     return {**result, **counts}
 

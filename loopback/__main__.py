@@ -1,8 +1,12 @@
-"""``python -m loopback serve --port 5055 [--standard-seconds 5]``: the endpoint in the foreground."""
+"""Run the loopback endpoint in the foreground.
+
+python -m loopback serve --port 5055 [--standard-seconds 5]
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -30,10 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     print(server.endpoint_url, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     server.stop()
     return 0
 

@@ -211,6 +211,20 @@ class LoopbackS3:
         self.clear_faults()
         self.tiers.reset()
 
+    def bulk_put(
+        self, bucket: str, keys: Iterable[str], body: bytes = b"x", storage_class: str = "STANDARD"
+    ) -> int:
+        """Create many objects at once, straight in the server's store (fast seeding of
+        tens of thousands of keys; the server runs in this process)."""
+        from moto.s3.models import s3_backends
+
+        backend = s3_backends["123456789012"]["aws"]
+        n = 0
+        for key in keys:
+            backend.put_object(bucket, key, body, storage=storage_class, disable_notification=True)
+            n += 1
+        return n
+
     @property
     def tiers(self) -> ArchiveTiers:
         """Restore durations per tier, Intelligent-Tiering archive tiers, Expedited capacity."""

@@ -75,6 +75,8 @@ class ArchiveTiers:
     def __init__(self) -> None:
         self.durations: dict[str, float] = {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}
         self.expedited_unavailable = False
+        #: Every RestoreObject seen: (bucket, key, Days or None, Tier), in order.
+        self.requests: list[tuple[str, str, int | None, str]] = []
         self._restores: dict[tuple[str, str], _Restore] = {}
         self._archived: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -83,6 +85,7 @@ class ArchiveTiers:
         with self._lock:
             self.durations = {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}
             self.expedited_unavailable = False
+            self.requests.clear()
             self._restores.clear()
             self._archived.clear()
 
@@ -147,6 +150,8 @@ class ArchiveTiers:
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
         days, tier = _parse_restore_request(body)
+        with self._lock:
+            self.requests.append((request.bucket, request.key, days, tier))
         archive_tier, _, in_progress = self._state(request.bucket, request.key)
         if tier == "Expedited" and self.expedited_unavailable:
             return _error(

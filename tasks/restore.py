@@ -34,6 +34,11 @@ REQUESTED = "requested"  # request accepted (202)
 READY = "ready"  # seen readable by the sensor
 ERROR = "error"
 PENDING = (REQUESTED, IN_PROGRESS)
+#: Tries per restore request for throttling and 5xx (the restore client has no botocore
+#: retries, so that every answer is classified here).
+RESTORE_ATTEMPTS = 10
+#: Statuses every result reports, zero or not.
+REPORTED = (NOT_ARCHIVED, RESTORED, IN_PROGRESS, REQUESTED, ERROR, "fell_back")
 LEDGER_COLUMNS = ["key", "storage_class", "size", "status", "message"]
 #: Batch size doubles after this many batches, so a million keys make ~550 task runs, not 1,000.
 BATCHES_BEFORE_DOUBLING = 200
@@ -132,6 +137,9 @@ def request_one(
                 Bucket=bucket, Key=c.key, RestoreRequest=restore_request(c.archive_class, t, days)
             ),
             is_transient,
+            attempts=RESTORE_ATTEMPTS,
+            first_delay=0.2,
+            max_delay=5.0,
         )
 
     try:
@@ -151,8 +159,6 @@ def request_one(
         code = error_code(exc)
         if code == "RestoreAlreadyInProgress":
             return Outcome(IN_PROGRESS, "restore already in progress")
-        if code == "InvalidObjectState" and http_status(exc) == 403:
-            return Outcome(ERROR, f"{code}: {exc}")
         return Outcome(ERROR, f"{code or type(exc).__name__}: {exc}")
     except Exception as exc:  # connection errors after retries: record, never abort the run
         return Outcome(ERROR, f"{type(exc).__name__}: {exc}")

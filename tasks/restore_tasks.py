@@ -38,9 +38,8 @@ def request_restores(
     batch: str, bucket: str, tier: str, days: int, workers: int, credentials_block: str | None
 ) -> dict[str, int]:
     """Request restores for one batch of keys; per-key errors are recorded, not raised."""
-    return steps.request_batch(
-        s3_client(credentials_block), bucket, Path(batch), tier, days, workers
-    )
+    client = s3_client(credentials_block, botocore_retries=False)  # each answer classified
+    return steps.request_batch(client, bucket, Path(batch), tier, days, workers)
 
 
 @task(name="wait-for-restores", task_run_name="wait-for-restores-{bucket}/{prefix}", **PLAIN)

@@ -79,17 +79,25 @@ _TRANSIENT_EXCEPTIONS = (
     TimeoutError,
 )
 
-_clients: dict[str | None, Any] = {}
+#: Answers that look transient (503) but mean "not now for this request": botocore's own
+#: retries must not spin on them, the caller decides (Expedited falls back to Standard).
+NOT_RETRIED_CODES = frozenset({"GlacierExpeditedRetrievalNotAvailable"})
+
+_clients: dict[tuple[str | None, bool], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def s3_client(credentials_block: str | None = None) -> Any:
-    """A shared, thread-safe S3 client for this process (one per credentials block)."""
+def s3_client(credentials_block: str | None = None, botocore_retries: bool = True) -> Any:
+    """A shared, thread-safe S3 client for this process (one per credentials block).
+
+    ``botocore_retries=False`` gives a client that makes each request once, for callers
+    that classify every answer themselves (restore requests).
+    """
     with _clients_lock:
-        client = _clients.get(credentials_block)
+        client = _clients.get((credentials_block, botocore_retries))
         if client is None:
-            client = _make_client(credentials_block)
-            _clients[credentials_block] = client
+            client = _make_client(credentials_block, botocore_retries)
+            _clients[(credentials_block, botocore_retries)] = client
         return client
 
 
@@ -99,15 +107,20 @@ def reset_clients() -> None:
         _clients.clear()
 
 
-def _make_client(credentials_block: str | None) -> Any:
+def _make_client(credentials_block: str | None, botocore_retries: bool) -> Any:
+    config = (
+        CLIENT_CONFIG
+        if botocore_retries
+        else CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    )
     if credentials_block is None:
-        return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
+        return boto3.session.Session().client("s3", config=config)
     from prefect_aws import AwsCredentials
 
     block = AwsCredentials.load(credentials_block)
     params = block.aws_client_parameters.get_params_override()
     own = params.get("config")
-    params["config"] = CLIENT_CONFIG.merge(own) if own else CLIENT_CONFIG
+    params["config"] = config.merge(own) if own else config
     return block.get_boto3_session().client("s3", **params)
 
 
@@ -127,7 +140,10 @@ def http_status(exc: BaseException) -> int:
 def is_transient(exc: BaseException) -> bool:
     """True for errors that may pass if tried again: throttling, 5xx, dropped connections."""
     if isinstance(exc, ClientError):
-        return error_code(exc) in TRANSIENT_ERROR_CODES or http_status(exc) >= 500
+        code = error_code(exc)
+        if code in NOT_RETRIED_CODES:
+            return False
+        return code in TRANSIENT_ERROR_CODES or http_status(exc) >= 500
     return isinstance(exc, _TRANSIENT_EXCEPTIONS)
 
 

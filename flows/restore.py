@@ -204,6 +204,7 @@ def restore_prefix(
         )
         result["ready"] = seen["ready"]
         result["requests"] += seen["requests"]
+        result["sensor_requests"] = seen["requests"]
         counts[steps.ERROR] += seen[steps.ERROR]
     else:
         result["ready"] = 0

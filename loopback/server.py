@@ -15,6 +15,7 @@ process of its own.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -125,6 +126,40 @@ class FaultInjector:
             headers,
         )
 
+    def _control(self, path: str, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Control calls for a server in another process (benchmarks):
+
+        ``POST /_loopback/bulk-put?bucket=B&prefix=P&count=N&storage_class=C``,
+        ``GET /_loopback/counts``, ``POST /_loopback/counts/reset``,
+        ``POST /_loopback/durations?Standard=2&Bulk=5``.
+        """
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        if path == "/_loopback/bulk-put":
+            keys = (f"{query['prefix']}{i:07d}" for i in range(int(query["count"])))
+            answer: Any = {
+                "created": bulk_put(
+                    query["bucket"], keys, storage_class=query.get("storage_class", "STANDARD")
+                )
+            }
+        elif path == "/_loopback/counts":
+            with self._lock:
+                answer = dict(self.counts)
+        elif path == "/_loopback/counts/reset":
+            with self._lock:
+                self.counts.clear()
+            answer = {}
+        elif path == "/_loopback/durations":
+            self.tiers.durations.update({k: float(v) for k, v in query.items()})
+            answer = dict(self.tiers.durations)
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"unknown control call"]
+        body = json.dumps(answer).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
     def _pick(self, request: Request) -> Rule | None:
         with self._lock:
             for rule in self.rules:
@@ -139,8 +174,11 @@ class FaultInjector:
         return None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/moto-api"):
             return self.app(environ, start_response)
+        if path.startswith("/_loopback/"):
+            return self._control(path, environ, start_response)
         request = self._request(environ)
         with self._lock:
             self.counts[request.operation] += 1
@@ -216,14 +254,7 @@ class LoopbackS3:
     ) -> int:
         """Create many objects at once, straight in the server's store (fast seeding of
         tens of thousands of keys; the server runs in this process)."""
-        from moto.s3.models import s3_backends
-
-        backend = s3_backends["123456789012"]["aws"]
-        n = 0
-        for key in keys:
-            backend.put_object(bucket, key, body, storage=storage_class, disable_notification=True)
-            n += 1
-        return n
+        return bulk_put(bucket, keys, body, storage_class)
 
     @property
     def tiers(self) -> ArchiveTiers:
@@ -338,6 +369,20 @@ class _Server(ThreadedMotoServer):
         )
         self._server_ready_event.set()
         self._server.serve_forever()
+
+
+def bulk_put(
+    bucket: str, keys: Iterable[str], body: bytes = b"x", storage_class: str = "STANDARD"
+) -> int:
+    """Create objects directly in this process's moto store (no HTTP round trips)."""
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends["123456789012"]["aws"]
+    n = 0
+    for key in keys:
+        backend.put_object(bucket, key, body, storage=storage_class, disable_notification=True)
+        n += 1
+    return n
 
 
 def _free_port() -> int:

@@ -111,7 +111,13 @@ def _make_client(credentials_block: str | None, botocore_retries: bool) -> Any:
     config = (
         CLIENT_CONFIG
         if botocore_retries
-        else CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+        else CLIENT_CONFIG.merge(
+            Config(
+                retries={"mode": "standard", "total_max_attempts": 1},
+                # the requests these clients make (restores) need no payload checksum
+                request_checksum_calculation="when_required",
+            )
+        )
     )
     if credentials_block is None:
         return boto3.session.Session().client("s3", config=config)

@@ -1,0 +1,1 @@
+"""Benchmarks against the established tools, run on demand (`make bench-*`), never in tests."""

@@ -1,0 +1,77 @@
+"""Shared benchmark plumbing: a loopback endpoint in a process of its own, timing, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from loopback.server import LOOPBACK_CREDENTIALS, _free_port
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@contextmanager
+def endpoint_process(**durations: float) -> Iterator[str]:
+    """``python -m loopback serve`` in its own process (as a real endpoint would be)."""
+    port = _free_port()
+    args = [sys.executable, "-m", "loopback", "serve", "--port", str(port)]
+    for tier, seconds in durations.items():
+        args += [f"--{tier.lower()}-seconds", str(seconds)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                requests.get(f"{url}/_loopback/counts", timeout=1).raise_for_status()
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        os.environ.update({"AWS_ENDPOINT_URL": url, **LOOPBACK_CREDENTIALS})
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def counts(url: str) -> dict[str, int]:
+    return requests.get(f"{url}/_loopback/counts", timeout=30).json()
+
+
+def reset_counts(url: str) -> None:
+    requests.post(f"{url}/_loopback/counts/reset", timeout=30).raise_for_status()
+
+
+def bulk_put(url: str, bucket: str, prefix: str, count: int, storage_class: str) -> None:
+    requests.post(
+        f"{url}/_loopback/bulk-put",
+        params={
+            "bucket": bucket,
+            "prefix": prefix,
+            "count": count,
+            "storage_class": storage_class,
+        },
+        timeout=600,
+    ).raise_for_status()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def save(name: str, report: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{name}-{stamp}.json"
+    report = {"date": stamp, "machine": f"{os.cpu_count()} cores", **report}
+    path.write_text(json.dumps(report, indent=2))
+    return path

@@ -14,18 +14,23 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from prefect import flow
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.common import run_logger, submit_bounded
+from tasks import plate_restore, restore_tasks
 from tasks import restore as steps
-from tasks import restore_tasks
-from tasks.errors import InputError
+from tasks.errors import InputError, PlateFailedError, PlatesFailedError
+from tasks.layout import check_name, resolve_layout
+from tasks.plate_archive import ArchiveSettings, PlateWork, clean_scratch, describe
+from tasks.plates import Plate, read_plates
 from tasks.restore_pricing import GB, estimate, tier_allowed
 from tasks.s3 import check_bucket, s3_client
 
@@ -106,7 +111,6 @@ def restore_prefix(
         Counts by status (not-archived, restored, in-progress, requested, error), fell_back,
         ready (seen readable by the sensor), the ledger path, requests made.
     """
-    log = run_logger()
     if ledger_s3_uri:
         _split_s3_uri(ledger_s3_uri)
     client = s3_client(aws_credentials_block)
@@ -123,7 +127,69 @@ def restore_prefix(
         retry_ledger,
         aws_credentials_block,
     )
-    estimated = estimate(tier, inventory.to_request, inventory.to_request_bytes)
+    plan = RequestPlan(
+        tier,
+        days,
+        allow_expensive,
+        expensive_objects,
+        expensive_gb,
+        parallel_batches,
+        request_workers,
+        poll_interval,
+        max_poll_interval,
+        timeout,
+        aws_credentials_block,
+    )
+    try:
+        return request_and_wait(
+            inventory,
+            work,
+            bucket,
+            prefix,
+            plan,
+            wait=wait,
+            dry_run=dry_run,
+            ledger_path=ledger_path,
+            ledger_s3_uri=ledger_s3_uri,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """How restores are requested and waited for (the knobs both restore flows share)."""
+
+    tier: str = "Standard"
+    days: int = 7
+    allow_expensive: bool = False
+    expensive_objects: int = EXPENSIVE_OBJECTS
+    expensive_gb: float = EXPENSIVE_GB
+    parallel_batches: int = 4
+    request_workers: int = 16
+    poll_interval: float = 60.0
+    max_poll_interval: float = 1800.0
+    timeout: float = 60 * 3600.0
+    credentials_block: str | None = None
+
+
+def request_and_wait(
+    inventory: steps.Inventory,
+    work: Path,
+    bucket: str,
+    prefix: str,
+    plan: RequestPlan,
+    wait: bool = True,
+    dry_run: bool = False,
+    ledger_path: str | None = None,
+    ledger_s3_uri: str | None = None,
+) -> dict:
+    """estimate (artifact) → refuse unwise tiers → request batches → ledger → sensor.
+
+    Orchestration shared by the restore flows; runs inside a flow.
+    """
+    log = run_logger()
+    estimated = estimate(plan.tier, inventory.to_request, inventory.to_request_bytes)
     create_markdown_artifact(
         key="restore-estimate",
         markdown=estimated.as_markdown(),
@@ -135,15 +201,16 @@ def restore_prefix(
         prefix,
         sum(inventory.to_request.values()),
         estimated.total_cost,
-        tier,
+        plan.tier,
     )
-    try:
-        _refuse_unwise_tier(
-            tier, inventory, estimated.total_cost, allow_expensive, expensive_objects, expensive_gb
-        )
-    except InputError:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    _refuse_unwise_tier(
+        plan.tier,
+        inventory,
+        estimated.total_cost,
+        plan.allow_expensive,
+        plan.expensive_objects,
+        plan.expensive_gb,
+    )
 
     counts: Counter = Counter(dict.fromkeys(steps.REPORTED, 0))
     counts.update(inventory.counts)
@@ -155,18 +222,17 @@ def restore_prefix(
     }
     if dry_run:
         counts[steps.ARCHIVED] = sum(inventory.to_request.values())
-        shutil.rmtree(work, ignore_errors=True)
         return {**result, **counts}
 
     futures = submit_bounded(
         restore_tasks.request_restores,
         inventory.batches,
-        parallel_batches,
+        plan.parallel_batches,
         bucket=bucket,
-        tier=tier,
-        days=days,
-        workers=request_workers,
-        credentials_block=aws_credentials_block,
+        tier=plan.tier,
+        days=plan.days,
+        workers=plan.request_workers,
+        credentials_block=plan.credentials_block,
     )
     for future in futures:
         batch_counts = future.result()
@@ -182,33 +248,31 @@ def restore_prefix(
     result["ledger"] = str(ledger)
     if ledger_s3_uri:
         ledger_bucket, ledger_key = _split_s3_uri(ledger_s3_uri)
-        client.upload_file(str(ledger), ledger_bucket, ledger_key)
+        s3_client(plan.credentials_block).upload_file(str(ledger), ledger_bucket, ledger_key)
         result["ledger_s3_uri"] = ledger_s3_uri
     pending = work / "pending.txt"
     n_pending = steps.merge_pending(
         [work / "pending-inventory.txt", *(b.with_suffix(".pending.txt") for b in batches)], pending
     )
-    _publish(counts, bucket, prefix, tier)
+    _publish(counts, bucket, prefix, plan.tier)
     log.info("requested: %s; %d pending", dict(counts), n_pending)
 
+    result["ready"] = 0
     if wait and n_pending:
         seen = restore_tasks.wait_for_restores(
             bucket,
             prefix,
             str(pending),
             inventory.listed,
-            poll_interval,
-            max_poll_interval,
-            timeout,
-            aws_credentials_block,
+            plan.poll_interval,
+            plan.max_poll_interval,
+            plan.timeout,
+            plan.credentials_block,
         )
         result["ready"] = seen["ready"]
         result["requests"] += seen["requests"]
         result["sensor_requests"] = seen["requests"]
         counts[steps.ERROR] += seen[steps.ERROR]
-    else:
-        result["ready"] = 0
-    shutil.rmtree(work, ignore_errors=True)
     return {**result, **counts}
 
 
@@ -243,3 +307,238 @@ def _publish(counts: Counter, bucket: str, prefix: str, tier: str) -> None:
         table=[{"status": k, "objects": v} for k, v in sorted(counts.items())],
         description=f"Restore requests under s3://{bucket}/{prefix} ({tier})",
     )
+
+
+Bundle = Literal["images_illum_analysis", "backend"]
+
+
+@task(
+    name="restore-plate",
+    task_run_name="restore-{plate.plate_id}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def restore_plate(
+    plate: Plate,
+    settings: ArchiveSettings,
+    bundles: list[str],
+    located: dict[str, plate_restore.ArchivedPlate],
+    streaming: bool,
+) -> dict:
+    """One plate back to its original keys, verified. Fails with its row attached."""
+    archived = located[plate.plate_id]
+    work = PlateWork.create(settings, plate)
+    log = run_logger()
+    row = plate_restore.RestoredPlate(plate.plate_id, work.tag, "failed", started=time.time())
+    index = None
+    try:
+        work.workdir.mkdir(parents=True, exist_ok=True)
+        index = plate_restore.LiveIndex(work, work.path("live.sqlite"))
+        for bundle in bundles:
+            t = time.monotonic()
+            done = restore_tasks.unpack_bundle(work, bundle, archived, streaming, index)
+            row.seconds[bundle] = round(time.monotonic() - t, 2)
+            row.files += done["files"]
+            row.bytes += done["bytes"]
+            row.uploaded += done["uploaded"]
+            row.skipped += done["skipped"]
+        row.verified = restore_tasks.verify_restored(work, bundles, archived.listing)
+        row.status = "restored"
+        row.message = f"{row.verified} objects back and verified"
+        log.info(
+            "%s: %s (%d uploaded, %d already there)",
+            work.tag,
+            row.message,
+            row.uploaded,
+            row.skipped,
+        )
+    except Exception as exc:
+        row.message = describe(exc)
+        log.error("%s: %s", work.tag, row.message)
+    finally:
+        if index is not None:
+            index.close()
+        clean_scratch(work)
+        row.finished = time.time()
+    if row.status != "restored":
+        raise PlateFailedError(row.message, row.as_dict())
+    return row.as_dict()
+
+
+@flow(
+    name="restore-plates",
+    task_runner=ThreadPoolTaskRunner(max_workers=16),
+    validate_parameters=True,
+)
+def restore_plates(
+    plates_csv: str,
+    project_name: str,
+    batch_id: str,
+    bucket: str,
+    cold_bucket: str,
+    scratch_dir: str = DEFAULT_WORK,
+    tier: Tier = "Standard",
+    days: Annotated[int, Field(ge=1, le=3650)] = 7,
+    bundles: list[Bundle] | None = None,
+    streaming: bool = False,
+    allow_expensive: bool = False,
+    max_parallel_plates: Annotated[int, Field(ge=1, le=16)] = 2,
+    transfer_concurrency: Annotated[int, Field(ge=1, le=64)] = 16,
+    compression: Literal["gzip", "zstd"] = "gzip",
+    poll_interval: Annotated[float, Field(gt=0)] = 60.0,
+    max_poll_interval: Annotated[float, Field(gt=0)] = 1800.0,
+    timeout: Annotated[float, Field(gt=0)] = 60 * 3600.0,
+    layout: str = "cellpainting",
+    aws_credentials_block: str | None = None,
+) -> list[dict]:
+    """Bring archived plates back to their original keys in the live bucket, verified.
+
+    Restores each plate's tarballs and .md5 sidecars from the cold tier (cost estimate
+    first, then the sensor waits), checks each tarball's ETag and MD5 against its sidecars,
+    refuses any tarball with a member outside the plate's prefixes (absolute paths, '..',
+    links, other plates' keys) before uploading anything from it, uploads every member to
+    its original key, and verifies the live bucket against the stored S3 listing. Re-runs
+    skip objects already back with the right size.
+
+    Args:
+        plates_csv: Path or s3:// URL of a CSV with columns plate_id,plate_id_full.
+        project_name: Project the plates belong to.
+        batch_id: Batch the plates belong to.
+        bucket: Live bucket the objects go back to.
+        cold_bucket: Bucket holding the tarballs and sidecars.
+        scratch_dir: Local folder for staged tarballs (unused when streaming).
+        tier: Retrieval tier for archived tarballs.
+        days: How long restored tarballs stay readable in the cold bucket.
+        bundles: Which bundles to bring back (default: all of the layout's).
+        streaming: Read tarballs straight from S3 (twice: check, then upload) instead of
+            downloading them to scratch once.
+        allow_expensive: Allow Expedited above the expensive thresholds.
+        max_parallel_plates: Plates unpacked at the same time.
+        transfer_concurrency: Parallel uploads per plate.
+        compression: Compression the tarballs were made with (gzip: .tar.gz, zstd: .tar.zst).
+        poll_interval: First wait between restore polls, seconds.
+        max_poll_interval: Longest wait between polls, seconds.
+        timeout: Fail if tarball restores are still pending after this many seconds.
+        layout: Archive layout name or JSON file path.
+        aws_credentials_block: Name of a prefect-aws AwsCredentials block.
+
+    Returns:
+        One dict per plate: status, files, uploaded, skipped, bytes, verified, message.
+    """
+    log = run_logger()
+    for name, value in (("project_name", project_name), ("batch_id", batch_id)):
+        check_name(name, value)
+    plates = read_plates(plates_csv)
+    resolved = resolve_layout(layout)
+    chosen = list(bundles) if bundles else [b.name for b in resolved.bundles]
+    unknown = [b for b in chosen if b not in {x.name for x in resolved.bundles}]
+    if unknown:
+        raise InputError(f"unknown bundle(s) {unknown} for layout {resolved.name}")
+    settings = ArchiveSettings(
+        project_name=project_name,
+        batch_id=batch_id,
+        bucket=bucket,
+        cold_bucket=cold_bucket,
+        scratch_dir=scratch_dir,
+        compression=compression,
+        transfer_concurrency=transfer_concurrency,
+        credentials_block=aws_credentials_block,
+        layout=resolved,
+    )
+    works = [PlateWork.create(settings, p) for p in plates]
+    client = s3_client(aws_credentials_block)
+    check_bucket(client, bucket)
+    check_bucket(client, cold_bucket)
+
+    rows: dict[str, dict] = {}
+    located: dict[str, plate_restore.ArchivedPlate] = {}
+    for work in works:
+        state = restore_tasks.locate_archive(work, chosen, return_state=True)
+        outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, plate_restore.ArchivedPlate):
+            located[work.plate.plate_id] = outcome
+        else:
+            rows[work.plate.plate_id] = plate_restore.RestoredPlate(
+                work.plate.plate_id, work.tag, "failed", message=describe(outcome)
+            ).as_dict()
+
+    if located:
+        keys = [
+            k
+            for w in works
+            if w.plate.plate_id in located
+            for b in chosen
+            for k in (located[w.plate.plate_id].tarballs[b], w.where.md5_sidecar(b))
+        ]
+        work_root = Path(scratch_dir) / f"restore-plates-{time.strftime('%Y%m%dT%H%M%S')}"
+        plan = RequestPlan(
+            tier,
+            days,
+            allow_expensive,
+            parallel_batches=1,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            timeout=timeout,
+            credentials_block=aws_credentials_block,
+        )
+        try:
+            inventory = restore_tasks.inventory_of_keys(
+                cold_bucket, keys, str(work_root), aws_credentials_block
+            )
+            prefix = os.path.commonprefix(keys)  # noqa: RUF071 - an S3 prefix, not a path
+            requested = request_and_wait(inventory, work_root, cold_bucket, prefix, plan)
+            log.info("tarballs: %s", requested)
+        finally:
+            shutil.rmtree(work_root, ignore_errors=True)
+        todo = [w.plate for w in works if w.plate.plate_id in located]
+        futures = submit_bounded(
+            restore_plate,
+            todo,
+            max_parallel_plates,
+            settings=settings,
+            bundles=chosen,
+            located=located,
+            streaming=streaming,
+        )
+        for plate, future in zip(todo, futures, strict=True):
+            outcome = future.result(raise_on_failure=False)
+            rows[plate.plate_id] = (
+                outcome.row
+                if isinstance(outcome, PlateFailedError)
+                else (
+                    outcome
+                    if isinstance(outcome, dict)
+                    else plate_restore.RestoredPlate(
+                        plate.plate_id, "", "failed", message=describe(outcome)
+                    ).as_dict()
+                )
+            )
+
+    results = [rows[p.plate_id] for p in plates]
+    create_table_artifact(
+        key="restore-plates",
+        table=[
+            {
+                k: r[k]
+                for k in (
+                    "plate_id",
+                    "status",
+                    "files",
+                    "uploaded",
+                    "skipped",
+                    "verified",
+                    "message",
+                )
+            }
+            for r in results
+        ],
+        description="Per-plate restore summary",
+    )
+    bad = [r for r in results if r["status"] != "restored"]
+    if bad:
+        raise PlatesFailedError(
+            f"{len(bad)} of {len(results)} plates not restored: "
+            + "; ".join(f"{r['plate_id']}: {r['message']}" for r in bad),
+            results,
+        )
+    return results

@@ -284,7 +284,12 @@ def _head_classify(
             return c, ERROR, f"{error_code(exc)}: {exc}"
         archive_class, status = classify_head(head)
         return (
-            Candidate(c.key, c.size, head.get("StorageClass", c.storage_class), archive_class),
+            Candidate(
+                c.key,
+                int(head.get("ContentLength", c.size)),
+                head.get("StorageClass", c.storage_class or "STANDARD"),
+                archive_class,
+            ),
             status,
             "",
         )
@@ -408,6 +413,27 @@ def inventory_from_ledger(
             inv.heads += len(retry)
             for c, status, message in _head_classify(client, bucket, retry, head_workers):
                 router.route(c, status, message)
+    finally:
+        router.close()
+    return inv
+
+
+def inventory_of_keys(
+    client: Any,
+    bucket: str,
+    keys: list[str],
+    workdir: Path,
+    batch_size: int = 1000,
+    head_workers: int = 16,
+) -> Inventory:
+    """Classify a known set of keys (a plate's tarballs and sidecars) by HEAD."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    inv = Inventory(listed=len(keys), heads=len(keys))
+    router = _Router(workdir, batch_size, inv)
+    try:
+        found = [Candidate(k, 0, "") for k in keys]
+        for c, status, message in _head_classify(client, bucket, found, head_workers):
+            router.route(c, status, message)
     finally:
         router.close()
     return inv

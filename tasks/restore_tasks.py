@@ -7,8 +7,10 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+from tasks import plate_restore
 from tasks import restore as steps
 from tasks.archive_tasks import PLAIN, TRANSIENT
+from tasks.plate_archive import PlateWork
 from tasks.runlog import run_logger
 from tasks.s3 import s3_client
 
@@ -93,3 +95,47 @@ def wait_for_restores(
         timeout,
         progress,
     )
+
+
+@task(name="locate-archive", task_run_name="locate-archive-{work.tag}", **PLAIN, **TRANSIENT)
+def locate_archive(work: PlateWork, bundles: list[str]) -> plate_restore.ArchivedPlate:
+    """Find a plate's tarballs, sidecars and stored listing (error names what is missing)."""
+    return plate_restore.locate_archive(work, bundles)
+
+
+@task(name="inventory-keys", **PLAIN, **TRANSIENT)
+def inventory_of_keys(
+    bucket: str, keys: list[str], workdir: str, credentials_block: str | None
+) -> steps.Inventory:
+    """Classify known keys (tarballs and sidecars) by HEAD and batch those to request."""
+    return steps.inventory_of_keys(s3_client(credentials_block), bucket, keys, Path(workdir))
+
+
+@task(name="unpack-bundle", task_run_name="unpack-{work.tag}-{bundle}", **PLAIN, **TRANSIENT)
+def unpack_bundle(
+    work: PlateWork,
+    bundle: str,
+    archived: plate_restore.ArchivedPlate,
+    streaming: bool,
+    index: plate_restore.LiveIndex,
+) -> dict:
+    """Check a tarball (ETag, every member, MD5), then upload its members to their keys."""
+    key, etag = archived.tarballs[bundle], archived.etag[bundle]
+    plate_restore.check_remote_etag(work, key, etag)
+    local = None if streaming else plate_restore.download_tarball(work, key)
+    dest = str(work.path("unpack"))
+    try:
+        files, nbytes = plate_restore.scan_tarball(
+            work, bundle, key, local, etag, archived.md5[bundle], dest
+        )
+        count = plate_restore.upload_members(work, bundle, key, local, etag, index, dest)
+    finally:
+        if local is not None:
+            local.unlink(missing_ok=True)
+    return {"files": files, "bytes": nbytes, "uploaded": count.uploaded, "skipped": count.skipped}
+
+
+@task(name="verify-restored", task_run_name="verify-restored-{work.tag}", **PLAIN, **TRANSIENT)
+def verify_restored(work: PlateWork, bundles: list[str], listing_key: str) -> int:
+    """Every key of the stored listing is back in the live bucket with its size."""
+    return plate_restore.verify_restored(work, bundles, listing_key)

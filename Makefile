@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test lint format bench lock clean
+.PHONY: setup browser demo test lint format bench bench-archive bench-restore ui ui-stop serve lock clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup  ## archive the example plates end to end on a loopback S3 endpoint
 	$(BIN)/python -m loopback.demo
 
-test: setup  ## the whole suite, end-to-end tests included
+test: setup browser  ## the whole suite, end-to-end tests included
 	$(BIN)/python -m pytest
+
+browser:  ## Debian's chromium for the UI test (needs root and apt-get; skipped otherwise)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not installed: the UI test will be skipped"; fi; }
 
 lint: setup
 	$(BIN)/ruff check .
@@ -32,8 +38,22 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup  ## archive benchmark against the shell baseline (minutes)
+bench: bench-archive bench-restore  ## every benchmark (minutes; figures in bench/results/)
+
+bench-archive: setup  ## archive_plates against the shell pipeline on the same plate
 	$(BIN)/python -m bench.archive_bench $(BENCH_ARGS)
+
+bench-restore: setup  ## restore_prefix against the seed script and rclone
+	$(BIN)/python -m bench.restore_bench $(BENCH_ARGS)
+
+ui: setup  ## a Prefect server on 127.0.0.1, the work pool, all deployments, a worker
+	$(BIN)/python -m deployments.ui
+
+ui-stop:
+	$(BIN)/python -m deployments.ui --stop
+
+serve: setup  ## every flow served from one process (no work pool needed)
+	$(BIN)/python -m deployments.serve
 
 lock:  ## re-resolve the pinned versions into requirements.lock
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

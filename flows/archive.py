@@ -8,6 +8,7 @@ archive_plates("plates.csv", "2016_04_01_a549", "2016_04_01_Batch1",
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 from typing import Annotated, Literal
@@ -24,6 +25,7 @@ from tasks.compression import check_level
 from tasks.errors import EmptyPlateError, InputError, PlateFailedError, PlatesFailedError
 from tasks.layout import check_name, resolve_layout
 from tasks.listing import merge_sorted_files
+from tasks.locks import plate_lock
 from tasks.plate_archive import (
     ArchiveSettings,
     PlateResult,
@@ -60,8 +62,20 @@ ArchiveStorageClass = Literal[
 def archive_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
     """One plate, start to end. Fails (with its row attached) unless archived or skipped."""
     work = PlateWork.create(settings, plate)
+    with plate_lock("archive", work.tag):
+        return _archive_plate(work, settings)
+
+
+def _archive_plate(work: PlateWork, settings: ArchiveSettings) -> PlateResult:
     log = run_logger()
-    result = PlateResult(plate.plate_id, work.tag, "failed", started=time.time())
+    plate = work.plate
+    result = PlateResult(
+        plate.plate_id,
+        work.tag,
+        "failed",
+        started=time.time(),
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+    )
     try:
         recorded, reason = steps.find_archive(work)
         if recorded is not None:

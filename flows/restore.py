@@ -330,10 +330,9 @@ def restore_plate(
     work = PlateWork.create(settings, plate)
     log = run_logger()
     row = plate_restore.RestoredPlate(plate.plate_id, work.tag, "failed", started=time.time())
-    index = None
     try:
         work.workdir.mkdir(parents=True, exist_ok=True)
-        index = plate_restore.LiveIndex(work, work.path("live.sqlite"))
+        index = str(plate_restore.LiveIndex.build(work, work.path("live.sqlite")))
         for bundle in bundles:
             t = time.monotonic()
             done = restore_tasks.unpack_bundle(work, bundle, archived, streaming, index)
@@ -356,8 +355,6 @@ def restore_plate(
         row.message = describe(exc)
         log.error("%s: %s", work.tag, row.message)
     finally:
-        if index is not None:
-            index.close()
         clean_scratch(work)
         row.finished = time.time()
     if row.status != "restored":

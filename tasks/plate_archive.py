@@ -536,6 +536,7 @@ class PlateResult:
     started: float = 0.0
     finished: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    worker: str = ""  # host:pid that archived the plate
 
     @property
     def ok(self) -> bool:

@@ -179,14 +179,21 @@ class LiveIndex:
     """Sizes of the plate's objects already in the live bucket, on disk (sqlite), so a
     re-run skips what is back without holding a million keys in memory."""
 
-    def __init__(self, work: PlateWork, path: Path) -> None:
+    def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.execute("CREATE TABLE IF NOT EXISTS live (key TEXT PRIMARY KEY, size INTEGER)")
+
+    @classmethod
+    def build(cls, work: PlateWork, path: Path) -> Path:
+        """List the plate's live prefixes into an index file; returns its path."""
+        index = cls(path)
+        index.db.execute("CREATE TABLE IF NOT EXISTS live (key TEXT PRIMARY KEY, size INTEGER)")
         s = work.settings
         for prefix in work.where.prefixes:
             rows = ((o["Key"], o["Size"]) for o in iter_objects(s.client, s.bucket, prefix))
-            self.db.executemany("INSERT OR REPLACE INTO live VALUES (?, ?)", rows)
-        self.db.commit()
+            index.db.executemany("INSERT OR REPLACE INTO live VALUES (?, ?)", rows)
+        index.db.commit()
+        index.close()
+        return path
 
     def has(self, key: str, size: int) -> bool:
         row = self.db.execute("SELECT size FROM live WHERE key = ?", (key,)).fetchone()

@@ -500,7 +500,7 @@ class Poll:
     listing_supported: bool = True
 
 
-def _head_pending(
+def head_pending(
     client: Any, bucket: str, keys: Iterable[str], out, poll: Poll, workers: int
 ) -> None:
     def one(key: str) -> tuple[str, str, str]:
@@ -540,7 +540,7 @@ def poll_pending(
     with open(out, "w", encoding="utf-8") as still:
         if not use_listing:
             with open(pending, encoding="utf-8") as f:
-                _head_pending(
+                head_pending(
                     client,
                     bucket,
                     (unescape_key(line.rstrip("\n")) for line in f),
@@ -581,7 +581,7 @@ def poll_pending(
                     wanted = f.readline().rstrip("\n")
             if to_head and not seen_status:
                 poll.listing_supported = False
-            _head_pending(client, bucket, to_head, still, poll, workers)
+            head_pending(client, bucket, to_head, still, poll, workers)
     sort_file(out)
     return poll
 

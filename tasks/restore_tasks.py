@@ -117,19 +117,21 @@ def unpack_bundle(
     bundle: str,
     archived: plate_restore.ArchivedPlate,
     streaming: bool,
-    index: plate_restore.LiveIndex,
+    index_path: str,
 ) -> dict:
     """Check a tarball (ETag, every member, MD5), then upload its members to their keys."""
     key, etag = archived.tarballs[bundle], archived.etag[bundle]
     plate_restore.check_remote_etag(work, key, etag)
     local = None if streaming else plate_restore.download_tarball(work, key)
     dest = str(work.path("unpack"))
+    index = plate_restore.LiveIndex(Path(index_path))
     try:
         files, nbytes = plate_restore.scan_tarball(
             work, bundle, key, local, etag, archived.md5[bundle], dest
         )
         count = plate_restore.upload_members(work, bundle, key, local, etag, index, dest)
     finally:
+        index.close()
         if local is not None:
             local.unlink(missing_ok=True)
     return {"files": files, "bytes": nbytes, "uploaded": count.uploaded, "skipped": count.skipped}

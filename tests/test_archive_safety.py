@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, live_keys, source_keys
@@ -316,3 +317,15 @@ def test_max_parallel_plates_bounds_concurrency(s3, seed, plates_csv, tmp_path, 
     (_, first_end), (second_start, _) = sorted((r["started"], r["finished"]) for r in result)
     overlap = second_start < first_end
     assert overlap is (parallel == 2)
+
+
+def test_two_runs_never_archive_the_same_plate_at_once(s3, seed, plates_csv, tmp_path):
+    seed(SPACED)
+    csv = plates_csv(SPACED)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(run, csv, tmp_path / str(i)) for i in range(2)]
+        rows = [r.result()[0] for r in runs]
+    assert sorted(r["status"] for r in rows) == ["archived", "skipped"]
+    archived = next(r for r in rows if r["status"] == "archived")
+    skipped = next(r for r in rows if r["status"] == "skipped")
+    assert skipped["started"] >= archived["finished"]  # it waited for the plate's slot

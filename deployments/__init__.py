@@ -1,0 +1,1 @@
+"""The Python side of coldflow's deployments: serving every flow, and `make ui`'s bootstrap."""

@@ -1,0 +1,88 @@
+"""A scheduled sweep over open restore ledgers: how many of their restores are readable now."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+
+from flows.common import run_logger
+from tasks import restore as steps
+from tasks.archive_tasks import PLAIN, TRANSIENT
+from tasks.restore import Poll, escape_key, read_ledger
+from tasks.s3 import iter_objects, s3_client
+
+
+@task(name="check-ledger", task_run_name="check-ledger-{ledger}", **PLAIN, **TRANSIENT)
+def check_ledger(bucket: str, ledger: str, credentials_block: str | None) -> dict:
+    """HEAD every key a ledger still has as requested / in progress; count what is readable."""
+    client = s3_client(credentials_block)
+    poll = Poll(listing_supported=False)
+    objects = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        pending = Path(tmp) / "pending.txt"
+        with open(pending, "w", encoding="utf-8") as f:
+            for frame in read_ledger(ledger):
+                objects += len(frame)
+                for key in frame.loc[frame["status"].isin(steps.PENDING), "key"]:
+                    f.write(escape_key(key) + "\n")
+        with open(pending, encoding="utf-8") as f, open(Path(tmp) / "still.txt", "w") as out:
+            keys = (steps.unescape_key(line.rstrip("\n")) for line in f)
+            steps.head_pending(client, bucket, keys, out, poll, workers=16)
+    watched = poll.ready + poll.pending + poll.n_errors
+    return {
+        "ledger": ledger,
+        "objects": objects,
+        "watched": watched,
+        "ready": poll.ready,
+        "in progress": poll.pending,
+        "errors": poll.n_errors,
+        "percent ready": round(100.0 * poll.ready / watched, 1) if watched else 100.0,
+    }
+
+
+@flow(name="restore-progress-sweep")
+def restore_progress_sweep(
+    ledger_prefix: str = os.environ.get("COLDFLOW_LEDGER_PREFIX", ""),
+    bucket: str | None = None,
+    aws_credentials_block: str | None = None,
+) -> list[dict]:
+    """Report progress of every open restore ledger under an s3:// prefix.
+
+    For each ledger CSV (as restore_prefix writes with ledger_s3_uri), the keys still
+    requested or in progress are checked once and counted as ready, in progress or in
+    error; a table artifact shows one row per ledger. Meant to run on a schedule.
+
+    Args:
+        ledger_prefix: s3://bucket/prefix/ holding the ledgers (default: $COLDFLOW_LEDGER_PREFIX).
+        bucket: Bucket of the restored objects (default: the ledgers' bucket).
+        aws_credentials_block: Name of a prefect-aws AwsCredentials block.
+    """
+    log = run_logger()
+    if not ledger_prefix:
+        log.warning("no ledger_prefix given (or COLDFLOW_LEDGER_PREFIX set): nothing to sweep")
+        return []
+    if not ledger_prefix.startswith("s3://"):
+        raise ValueError(f"ledger_prefix {ledger_prefix!r} is not an s3:// URI")
+    ledger_bucket, _, prefix = ledger_prefix[5:].partition("/")
+    client = s3_client(aws_credentials_block)
+    ledgers = [
+        f"s3://{ledger_bucket}/{o['Key']}"
+        for o in iter_objects(client, ledger_bucket, prefix)
+        if o["Key"].endswith(".csv")
+    ]
+    rows = [
+        check_ledger(bucket or ledger_bucket, ledger, aws_credentials_block) for ledger in ledgers
+    ]
+    create_table_artifact(
+        key="restore-progress",
+        table=rows or [{"ledger": "(none)"}],
+        description=f"Open restore ledgers under {ledger_prefix}",
+    )
+    log.info(
+        "%d ledgers, %d restores still in progress", len(rows), sum(r["in progress"] for r in rows)
+    )
+    return rows

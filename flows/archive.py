@@ -179,6 +179,7 @@ def archive_plates(
     compression_level: Annotated[int, Field(ge=0, le=22)] | None = None,
     transfer_concurrency: Annotated[int, Field(ge=1, le=64)] = 16,
     part_size_mib: Annotated[int, Field(ge=5, le=5120)] = 8,
+    streaming: bool = False,
     keep_scratch: bool = False,
     layout: str = "cellpainting",
     aws_credentials_block: str | None = None,
@@ -206,6 +207,8 @@ def archive_plates(
         transfer_concurrency: Parallel downloads/upload parts per plate.
         part_size_mib: Smallest multipart part size; doubled while a tarball needs more than
             10,000 parts.
+        streaming: Tar straight from S3 reads into a multipart upload: no scratch copy of
+            the plate or the tarball, same verification. Default: staged on scratch.
         keep_scratch: Keep a plate's scratch folder (listings, logs) after the run.
         layout: Archive layout name ("cellpainting") or path of a JSON layout file.
         aws_credentials_block: Name of a prefect-aws AwsCredentials block; default: boto3's
@@ -236,6 +239,7 @@ def archive_plates(
         compression_level=compression_level,
         transfer_concurrency=transfer_concurrency,
         part_size_mib=part_size_mib,
+        streaming=streaming,
         credentials_block=aws_credentials_block,
         layout=resolve_layout(layout),
     )

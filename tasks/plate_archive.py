@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks.checksums import HashingWriter
+from tasks.checksums import HashingWriter, MultipartHasher
 from tasks.deletion import delete_entries
 from tasks.errors import (
     ArchiveVerificationError,
@@ -29,7 +29,7 @@ from tasks.errors import (
     SourceChangedError,
     sample,
 )
-from tasks.layout import CELLPAINTING, TARBALL_SUFFIX, Layout, PlateLayout
+from tasks.layout import CELLPAINTING, Layout, PlateLayout
 from tasks.listing import (
     ObjectEntry,
     check_key,
@@ -54,10 +54,13 @@ from tasks.s3 import (
     upload_path,
 )
 from tasks.staging import stage_entries, staged_path
+from tasks.streaming import ListingTee, MultipartWriter, read_ahead
 from tasks.tarball import MemberSource, epoch, tar_listing_lines, write_tarball
 
 #: Head room kept free on scratch beyond what a plate needs.
 SCRATCH_MARGIN = 256 * MIB
+#: Streaming keeps only listings on scratch.
+STREAMING_MARGIN = 16 * MIB
 
 STORAGE_CLASSES = (
     "STANDARD",
@@ -87,6 +90,7 @@ class ArchiveSettings:
     compression_threads: int | None = None
     transfer_concurrency: int = 16
     part_size_mib: int = 8
+    streaming: bool = False
     conditional_delete: bool = True
     credentials_block: str | None = None
     layout: Layout = field(default_factory=lambda: CELLPAINTING)
@@ -242,8 +246,11 @@ _reserved: dict[str, int] = {}
 _reserved_lock = threading.Lock()
 
 
-def scratch_need(listing: PlateListing) -> int:
-    """Scratch a staged plate needs at its peak: every object, plus the largest tarball."""
+def scratch_need(listing: PlateListing, streaming: bool = False) -> int:
+    """Scratch a plate needs at its peak: staged, every object plus the largest tarball;
+    streaming, only its listings."""
+    if streaming:
+        return listing.total_objects * 1024 + STREAMING_MARGIN
     largest = max(
         (tarball_bound(listing.bytes[b], listing.objects[b]) for b in listing.objects), default=0
     )
@@ -253,7 +260,7 @@ def scratch_need(listing: PlateListing) -> int:
 def reserve_scratch(work: PlateWork, listing: PlateListing) -> int:
     """Check scratch can hold the plate (counting plates already running in this process)
     and reserve the space; raises ScratchSpaceError, with the numbers, when it can't."""
-    need = scratch_need(listing)
+    need = scratch_need(listing, work.settings.streaming)
     scratch = Path(work.settings.scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     with _reserved_lock:
@@ -276,13 +283,48 @@ def release_scratch(work: PlateWork) -> None:
         _reserved.pop(work.tag, None)
 
 
+def bundle_totals(work: PlateWork, bundle: str) -> tuple[int, int]:
+    """(objects, bytes) of one bundle, from its listing on scratch."""
+    count = nbytes = 0
+    for e in read_entries(work.entries(bundle)):
+        count += 1
+        nbytes += e.size
+    return count, nbytes
+
+
 def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
-    """Stage one bundle's objects, tar them, upload the tarball and check the remote ETag.
+    """Tar one bundle's objects, upload the tarball and check the remote ETag.
 
     The tarball's MD5 and multipart ETag are computed as it is written, with the
-    part size the upload then uses. Writes the ``.md5`` and ``.etag`` sidecars
-    only once the remote ETag equals the local one.
+    part size the upload then uses; its tar listing is read back from the
+    compressed bytes. Writes the ``.md5`` and ``.etag`` sidecars only once the
+    remote ETag equals the local one. Staged: objects are downloaded to scratch,
+    tarred to a file, which is uploaded. Streaming: objects are read from S3
+    into the tar stream, which goes straight into a multipart upload.
     """
+    s = work.settings
+    where = work.where
+    count, nbytes = bundle_totals(work, bundle)
+    part_size = part_size_for(tarball_bound(nbytes, count), start=s.part_size_mib * MIB)
+    key = where.tarball(bundle, s.compression)
+    tar_name = key.rsplit("/", 1)[-1]
+    listing = work.path(f"listing_tar_{bundle}.txt")
+    build = _stream_bundle if s.streaming else _staged_bundle
+    hasher, remote, seconds = build(work, bundle, key, part_size, listing)
+    sort_file(listing)
+    if remote != hasher.etag:
+        raise ArchiveVerificationError(
+            f"s3://{s.cold_bucket}/{key}: remote ETag {remote} differs from the local "
+            f"{hasher.etag} ({hasher.size:,} bytes, {part_size // MIB} MiB parts)"
+        )
+    put_text(s.client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
+    put_text(s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
+    return BundleResult(bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds)
+
+
+def _staged_bundle(
+    work: PlateWork, bundle: str, key: str, part_size: int, listing: Path
+) -> tuple[MultipartHasher, str, dict[str, float]]:
     s = work.settings
     client, where = s.client, work.where
     seconds: dict[str, float] = {}
@@ -290,17 +332,11 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     stage_root = work.path(f"stage_{bundle}")
 
     t = time.monotonic()
-    staged = stage_entries(
-        client, s.bucket, read_entries(entries_path), stage_root, s.transfer_concurrency
-    )
+    stage_entries(client, s.bucket, read_entries(entries_path), stage_root, s.transfer_concurrency)
     seconds["stage"] = time.monotonic() - t
 
     t = time.monotonic()
-    tar_name = f"{work.tag}_{bundle}{TARBALL_SUFFIX[s.compression]}"
-    tar_path = work.path(tar_name)
-    part_size = part_size_for(
-        tarball_bound(staged.bytes, staged.count), start=s.part_size_mib * MIB
-    )
+    tar_path = work.path(key.rsplit("/", 1)[-1])
     members = (
         MemberSource(
             where.member_name(e.key),
@@ -314,18 +350,14 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
         out = HashingWriter(raw, part_size)
         write_tarball(members, out, s.compression, s.compression_level, s.compression_threads)
     shutil.rmtree(stage_root)
-    hasher = out.hasher
     seconds["tar"] = time.monotonic() - t
 
     t = time.monotonic()
-    tar_listing = work.path(f"listing_tar_{bundle}.txt")
     with open(tar_path, "rb") as f:
-        write_lines(tar_listing, tar_listing_lines(f, s.compression, work.tag))
-    sort_file(tar_listing)
+        write_lines(listing, tar_listing_lines(f, s.compression, work.tag))
     seconds["read_back"] = time.monotonic() - t
 
     t = time.monotonic()
-    key = where.tarball(bundle, s.compression)
     remote = upload_path(
         client,
         tar_path,
@@ -336,17 +368,35 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
         StorageClass=s.storage_class,
     )
     seconds["upload"] = time.monotonic() - t
-    if remote != hasher.etag:
-        raise ArchiveVerificationError(
-            f"s3://{s.cold_bucket}/{key}: remote ETag {remote} differs from the local "
-            f"{hasher.etag} ({hasher.size:,} bytes, {part_size // MIB} MiB parts)"
-        )
-    put_text(client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
-    put_text(client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
     tar_path.unlink()
-    return BundleResult(
-        bundle, key, staged.count, staged.bytes, hasher.size, hasher.md5, remote, seconds
+    return out.hasher, remote, seconds
+
+
+def _stream_bundle(
+    work: PlateWork, bundle: str, key: str, part_size: int, listing: Path
+) -> tuple[MultipartHasher, str, dict[str, float]]:
+    s = work.settings
+    t = time.monotonic()
+    upload = MultipartWriter(s.client, s.cold_bucket, key, part_size, StorageClass=s.storage_class)
+    tee = ListingTee(upload, listing, s.compression, work.tag)
+    out = HashingWriter(tee, part_size)
+    members = read_ahead(
+        s.client,
+        s.bucket,
+        read_entries(work.entries(bundle)),
+        work.where.member_name,
+        workers=s.transfer_concurrency,
     )
+    try:
+        write_tarball(members, out, s.compression, s.compression_level, s.compression_threads)
+        tee.close_listing()
+        remote = upload.complete()
+    except BaseException:
+        upload.abort()
+        if not tee.pipe.closed:
+            tee.pipe.close()
+        raise
+    return out.hasher, remote, {"stream": time.monotonic() - t}
 
 
 def diff_sorted_lines(a: Path, b: Path, limit: int = 5) -> tuple[list[str], list[str]]:

@@ -26,11 +26,15 @@ def staged_path(root: Path, index: int) -> Path:
     return root / f"{index:09d}"
 
 
-def download_entry(client: Any, bucket: str, entry: ObjectEntry, path: Path) -> int:
-    """Download one object as listed (same ETag, same size) to ``path``; returns its size."""
+def open_entry(client: Any, bucket: str, entry: ObjectEntry) -> Any:
+    """The body of one object as listed (pinned to its listed ETag), as a stream.
+
+    An object that changed (412) or vanished (404) since listing raises
+    SourceChangedError naming it; an archived one says it must be restored first.
+    """
     extra = {"IfMatch": f'"{entry.etag}"'} if entry.etag else {}
     try:
-        response = client.get_object(Bucket=bucket, Key=entry.key, **extra)
+        return client.get_object(Bucket=bucket, Key=entry.key, **extra)["Body"]
     except ClientError as exc:
         code = error_code(exc)
         if code in {"PreconditionFailed", "412"} or http_status(exc) == 412:
@@ -46,15 +50,31 @@ def download_entry(client: Any, bucket: str, entry: ObjectEntry, path: Path) -> 
                 f"s3://{bucket}/{entry.key} is in an archive storage class; restore it first"
             ) from exc
         raise
-    with open(path, "wb") as f:
-        shutil.copyfileobj(response["Body"], f, _COPY_BUFFER)
-        written = f.tell()
-    if written != entry.size:
+
+
+def check_size(bucket: str, entry: ObjectEntry, read: int) -> None:
+    if read != entry.size:
         raise SourceChangedError(
-            f"s3://{bucket}/{entry.key}: listed {entry.size} bytes, read {written}",
+            f"s3://{bucket}/{entry.key}: listed {entry.size} bytes, read {read}",
             changed=[entry.key],
         )
+
+
+def download_entry(client: Any, bucket: str, entry: ObjectEntry, path: Path) -> int:
+    """Download one object as listed (same ETag, same size) to ``path``; returns its size."""
+    body = open_entry(client, bucket, entry)
+    with open(path, "wb") as f:
+        shutil.copyfileobj(body, f, _COPY_BUFFER)
+        written = f.tell()
+    check_size(bucket, entry, written)
     return written
+
+
+def read_entry(client: Any, bucket: str, entry: ObjectEntry) -> bytes:
+    """One (small) object as listed, in memory."""
+    data = open_entry(client, bucket, entry).read()
+    check_size(bucket, entry, len(data))
+    return data
 
 
 def stage_entries(

@@ -59,6 +59,8 @@ from tasks.tarball import MemberSource, epoch, tar_listing_lines, write_tarball
 
 #: Head room kept free on scratch beyond what a plate needs.
 SCRATCH_MARGIN = 256 * MIB
+#: Tarball parts uploaded at once: each is a part in memory, and a few fill the link.
+UPLOAD_PARTS_IN_FLIGHT = 4
 #: Streaming keeps only listings on scratch.
 STREAMING_MARGIN = 16 * MIB
 
@@ -364,7 +366,7 @@ def _staged_bundle(
         s.cold_bucket,
         key,
         part_size=part_size,
-        concurrency=s.transfer_concurrency,
+        concurrency=min(s.transfer_concurrency, UPLOAD_PARTS_IN_FLIGHT),
         StorageClass=s.storage_class,
     )
     seconds["upload"] = time.monotonic() - t
@@ -377,7 +379,14 @@ def _stream_bundle(
 ) -> tuple[MultipartHasher, str, dict[str, float]]:
     s = work.settings
     t = time.monotonic()
-    upload = MultipartWriter(s.client, s.cold_bucket, key, part_size, StorageClass=s.storage_class)
+    upload = MultipartWriter(
+        s.client,
+        s.cold_bucket,
+        key,
+        part_size,
+        in_flight=UPLOAD_PARTS_IN_FLIGHT,
+        StorageClass=s.storage_class,
+    )
     tee = ListingTee(upload, listing, s.compression, work.tag)
     out = HashingWriter(tee, part_size)
     members = read_ahead(

@@ -29,7 +29,7 @@ from tasks.tarball import MemberSource, epoch, tar_listing_lines
 #: Objects up to this size are read ahead into memory; larger ones stream when their turn comes.
 READ_AHEAD_OBJECT = 16 * MIB
 #: The most bytes read ahead at once.
-READ_AHEAD_BYTES = 64 * MIB
+READ_AHEAD_BYTES = 32 * MIB
 
 
 class _CountingBody:

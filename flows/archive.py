@@ -19,10 +19,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.common import run_logger, submit_bounded
+from flows.common import raise_if_failed, run_logger, submit_bounded
 from tasks import archive_tasks as steps
 from tasks.compression import check_level
-from tasks.errors import EmptyPlateError, InputError, PlateFailedError, PlatesFailedError
+from tasks.errors import EmptyPlateError, InputError, PlateFailedError
 from tasks.layout import check_name, resolve_layout
 from tasks.listing import merge_sorted_files
 from tasks.locks import plate_lock
@@ -266,13 +266,7 @@ def archive_plates(
         _result_of(future, plate, settings) for future, plate in zip(futures, plates, strict=True)
     ]
     _publish(results, dry_run)
-    bad = [r for r in results if r["status"] not in {"archived", "skipped", "dry-run"}]
-    if bad:
-        raise PlatesFailedError(
-            f"{len(bad)} of {len(results)} plates not archived: "
-            + "; ".join(f"{r['plate_id']} {r['status']}: {r['message']}" for r in bad),
-            results,
-        )
+    raise_if_failed(results, {"archived", "skipped", "dry-run"}, "archived")
     return results
 
 

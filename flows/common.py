@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
 
+from tasks.errors import PlatesFailedError
 from tasks.runlog import run_logger
 
 __all__ = ["run_logger", "submit_bounded"]
@@ -30,3 +31,15 @@ def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -
         done.wait()
         finished[running.pop(done)] = done
     return [finished[i] for i in sorted(finished)]
+
+
+def raise_if_failed(results: list[dict], ok: set[str], what: str) -> None:
+    """Fail the run, after every plate had its turn, when any plate's status is not ``ok``;
+    the error carries every row so callers and the UI see what was done."""
+    bad = [r for r in results if r["status"] not in ok]
+    if bad:
+        raise PlatesFailedError(
+            f"{len(bad)} of {len(results)} plates not {what}: "
+            + "; ".join(f"{r['plate_id']} {r['status']}: {r['message']}" for r in bad),
+            results,
+        )

@@ -24,10 +24,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.common import run_logger, submit_bounded
+from flows.common import raise_if_failed, run_logger, submit_bounded
 from tasks import plate_restore, restore_tasks
 from tasks import restore as steps
-from tasks.errors import InputError, PlateFailedError, PlatesFailedError
+from tasks.errors import InputError, PlateFailedError
 from tasks.layout import check_name, resolve_layout
 from tasks.plate_archive import ArchiveSettings, PlateWork, clean_scratch, describe
 from tasks.plates import Plate, read_plates
@@ -531,11 +531,5 @@ def restore_plates(
         ],
         description="Per-plate restore summary",
     )
-    bad = [r for r in results if r["status"] != "restored"]
-    if bad:
-        raise PlatesFailedError(
-            f"{len(bad)} of {len(results)} plates not restored: "
-            + "; ".join(f"{r['plate_id']}: {r['message']}" for r in bad),
-            results,
-        )
+    raise_if_failed(results, {"restored"}, "restored")
     return results

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import time
 from typing import Annotated, Literal
 
@@ -19,11 +18,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.common import raise_if_failed, run_logger, submit_bounded
+from flows.common import (
+    DEFAULT_SCRATCH,
+    raise_if_failed,
+    read_batch_plates,
+    run_logger,
+    submit_bounded,
+)
 from tasks import archive_tasks as steps
 from tasks.compression import check_level
 from tasks.errors import EmptyPlateError, InputError, PlateFailedError
-from tasks.layout import check_name, resolve_layout
+from tasks.layout import resolve_layout
 from tasks.listing import merge_sorted_files
 from tasks.locks import plate_lock
 from tasks.plate_archive import (
@@ -33,14 +38,11 @@ from tasks.plate_archive import (
     clean_scratch,
     describe,
 )
-from tasks.plates import Plate, read_plates
+from tasks.plates import Plate
 from tasks.s3 import MIB, check_bucket, s3_client
 
 #: Upper bound of ``max_parallel_plates`` (and the size of the flow's thread pool).
 MAX_PARALLEL_PLATES = 16
-DEFAULT_SCRATCH = os.environ.get(
-    "COLDFLOW_SCRATCH", os.path.join(tempfile.gettempdir(), "coldflow")
-)
 
 ArchiveStorageClass = Literal[
     "DEEP_ARCHIVE",
@@ -219,9 +221,7 @@ def archive_plates(
         tarballs with their ETags, verified, deleted, kept, message, timings.
     """
     log = run_logger()
-    for name, value in (("project_name", project_name), ("batch_id", batch_id)):
-        check_name(name, value)
-    plates = read_plates(plates_csv)
+    plates = read_batch_plates(plates_csv, project_name, batch_id)
     try:
         check_level(compression, compression_level)
     except ValueError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -9,9 +11,29 @@ from typing import Any
 from prefect.futures import PrefectFuture, as_completed
 
 from tasks.errors import PlatesFailedError
+from tasks.layout import check_name
+from tasks.plates import Plate, read_plates
 from tasks.runlog import run_logger
 
-__all__ = ["run_logger", "submit_bounded"]
+#: Local folder for staging, listings and ledgers ($COLDFLOW_SCRATCH, else the temp folder).
+DEFAULT_SCRATCH = os.environ.get(
+    "COLDFLOW_SCRATCH", os.path.join(tempfile.gettempdir(), "coldflow")
+)
+
+__all__ = [
+    "DEFAULT_SCRATCH",
+    "raise_if_failed",
+    "read_batch_plates",
+    "run_logger",
+    "submit_bounded",
+]
+
+
+def read_batch_plates(plates_csv: str, project_name: str, batch_id: str) -> list[Plate]:
+    """The plates of one project and batch, every name checked before any S3 call."""
+    check_name("project_name", project_name)
+    check_name("batch_id", batch_id)
+    return read_plates(plates_csv)
 
 
 def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -> list[Any]:

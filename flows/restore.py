@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,18 +23,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.common import raise_if_failed, run_logger, submit_bounded
+from flows.common import (
+    DEFAULT_SCRATCH,
+    raise_if_failed,
+    read_batch_plates,
+    run_logger,
+    submit_bounded,
+)
 from tasks import plate_restore, restore_tasks
 from tasks import restore as steps
 from tasks.errors import InputError, PlateFailedError
-from tasks.layout import check_name, resolve_layout
+from tasks.layout import resolve_layout
 from tasks.plate_archive import ArchiveSettings, PlateWork, clean_scratch, describe
-from tasks.plates import Plate, read_plates
+from tasks.plates import Plate
 from tasks.restore_pricing import GB, estimate, tier_allowed
 from tasks.s3 import check_bucket, s3_client
 
 Tier = Literal["Standard", "Bulk", "Expedited"]
-DEFAULT_WORK = os.environ.get("COLDFLOW_SCRATCH", os.path.join(tempfile.gettempdir(), "coldflow"))
 #: Expedited above these needs allow_expensive=True.
 EXPENSIVE_OBJECTS = 1000
 EXPENSIVE_GB = 100.0
@@ -72,7 +76,7 @@ def restore_prefix(
     poll_interval: Annotated[float, Field(gt=0)] = 60.0,
     max_poll_interval: Annotated[float, Field(gt=0)] = 1800.0,
     timeout: Annotated[float, Field(gt=0)] = 60 * 3600.0,
-    work_dir: str = DEFAULT_WORK,
+    work_dir: str = DEFAULT_SCRATCH,
     aws_credentials_block: str | None = None,
 ) -> dict:
     """Request restores for every archived object under a prefix and, with ``wait``, hold until
@@ -373,7 +377,7 @@ def restore_plates(
     batch_id: str,
     bucket: str,
     cold_bucket: str,
-    scratch_dir: str = DEFAULT_WORK,
+    scratch_dir: str = DEFAULT_SCRATCH,
     tier: Tier = "Standard",
     days: Annotated[int, Field(ge=1, le=3650)] = 7,
     bundles: list[Bundle] | None = None,
@@ -423,9 +427,7 @@ def restore_plates(
         One dict per plate: status, files, uploaded, skipped, bytes, verified, message.
     """
     log = run_logger()
-    for name, value in (("project_name", project_name), ("batch_id", batch_id)):
-        check_name(name, value)
-    plates = read_plates(plates_csv)
+    plates = read_batch_plates(plates_csv, project_name, batch_id)
     resolved = resolve_layout(layout)
     chosen = list(bundles) if bundles else [b.name for b in resolved.bundles]
     unknown = [b for b in chosen if b not in {x.name for x in resolved.bundles}]

@@ -144,7 +144,6 @@ def run_coldflow(csv: Path, scratch: Path, streaming: bool, parallel: int = 1) -
     # this process only: its children are the endpoint and Prefect's API, not the archive
     with Sampler(os.getpid, scratch, descendants=False) as sampler:
         t = time.monotonic()
-        extra = {"streaming": True} if streaming else {}
         rows = archive_plates(
             str(csv),
             PROJECT,
@@ -153,7 +152,7 @@ def run_coldflow(csv: Path, scratch: Path, streaming: bool, parallel: int = 1) -
             COLD,
             scratch_dir=str(scratch),
             max_parallel_plates=parallel,
-            **extra,
+            streaming=streaming,
         )
         seconds = time.monotonic() - t
     assert all(r["status"] == "archived" for r in rows), rows

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tasks.compression import decompressed_reader
 from tasks.concurrency import bounded_map, retry_call
 from tasks.errors import ArchiveVerificationError, ColdflowError, UnsupportedKeyError, sample
 from tasks.layout import PlateLayout
@@ -88,15 +89,14 @@ def check_member(info: tarfile.TarInfo, where: PlateLayout, bundle: str, dest: s
         tarfile.data_filter(info, dest)  # absolute paths, '..', links out, devices
     except tarfile.FilterError as exc:
         raise UnsafeMemberError(f"unsafe member {info.name!r}: {exc}") from exc
-    key = where.key_of_member(info.name.rstrip("/") + ("/" if info.isdir() else ""))
     if info.isdir():
-        if not (info.name.rstrip("/") + "/").startswith(f"{where.tag}/") and (
-            info.name.rstrip("/") != where.tag
-        ):
+        name = info.name.rstrip("/")
+        if name != where.tag and not name.startswith(f"{where.tag}/"):
             raise UnsafeMemberError(f"member {info.name!r} is outside {where.tag}/")
         return None
     if not info.isreg():
         raise UnsafeMemberError(f"member {info.name!r} is a link or special file")
+    key = where.key_of_member(info.name)
     if key is None:
         raise UnsafeMemberError(f"member {info.name!r} is outside {where.tag}/")
     try:
@@ -235,7 +235,9 @@ def upload_members(
 
     with (
         open_tarball(work, key, local, etag) as raw,
-        tarfile.open(fileobj=_decompressed(raw, compression), mode="r|", encoding="utf-8") as tar,
+        tarfile.open(
+            fileobj=decompressed_reader(raw, compression), mode="r|", encoding="utf-8"
+        ) as tar,
     ):
 
         def members() -> Iterator[tuple[str, bytes]]:
@@ -261,12 +263,6 @@ def upload_members(
             count.uploaded += 1
             count.bytes += size
     return count
-
-
-def _decompressed(raw: BinaryIO, compression: str) -> BinaryIO:
-    from tasks.compression import decompressed_reader
-
-    return decompressed_reader(raw, compression)
 
 
 def verify_restored(work: PlateWork, bundles: list[str], listing_key: str) -> int:

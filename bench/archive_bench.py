@@ -7,15 +7,17 @@ Seeds one synthetic plate of about ``--mib`` MiB into a loopback endpoint runnin
 in its own process, then runs the baseline and archive_plates alternately
 ``--runs`` times each, and prints medians, the ratio, peak RSS (process tree)
 and peak scratch bytes. ``--parallel`` adds a curve of several plates archived
-with max_parallel_plates = 1, 2, 4. archive_plates runs in this process with
-Prefect's API already started, so the figures are the flow's, not Prefect's
-start-up.
+with max_parallel_plates = 1, 2, 4. Each archive_plates call runs in a fresh process
+with the deployments' environment, against a Prefect server in a process of its own
+(the production shape: a worker starts one process per flow run); its wall time is
+the call's, and peak RSS is that process's whole life, imports included.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -27,13 +29,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
+import yaml
 
-from bench.common import endpoint_process, median, save
+from bench.common import endpoint_process, median, prefect_server_process, save
 
 PROJECT, BATCH = "bench_project", "bench_batch"
 LIVE, COLD = "bench-live", "bench-cold"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASELINE = ROOT.parent / "shared" / "bench" / "baseline_archive.sh"
+#: What prefect.yaml gives every flow run's process.
+DEPLOYMENT_ENV = yaml.safe_load((ROOT / "prefect.yaml").read_text())["definitions"]["work_pool"][
+    "job_variables"
+]["env"]
 MIB = 1024 * 1024
 
 
@@ -139,24 +146,20 @@ def run_baseline(script: Path, url: str, plate: tuple[str, str], scratch: Path) 
 
 
 def run_coldflow(csv: Path, scratch: Path, streaming: bool, parallel: int = 1) -> dict:
-    from flows.archive import archive_plates
-
-    # this process only: its children are the endpoint and Prefect's API, not the archive
-    with Sampler(os.getpid, scratch, descendants=False) as sampler:
-        t = time.monotonic()
-        rows = archive_plates(
-            str(csv),
-            PROJECT,
-            BATCH,
-            LIVE,
-            COLD,
-            scratch_dir=str(scratch),
-            max_parallel_plates=parallel,
-            streaming=streaming,
-        )
-        seconds = time.monotonic() - t
-    assert all(r["status"] == "archived" for r in rows), rows
-    return {"seconds": seconds, "rss": sampler.rss, "scratch": sampler.scratch}
+    """archive_plates in a fresh process with the deployments' environment (prefect.yaml),
+    as a worker runs it; the endpoint and Prefect's server are processes of their own."""
+    env = dict(os.environ, **DEPLOYMENT_ENV)
+    args = [sys.executable, "-m", "bench.archive_run", str(csv), str(scratch)]
+    args += ["--parallel", str(parallel)] + (["--streaming"] if streaming else [])
+    holder: dict[str, subprocess.Popen] = {}
+    with Sampler(lambda: holder["p"].pid if "p" in holder else None, scratch) as sampler:
+        holder["p"] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        out, _ = holder["p"].communicate()
+    if holder["p"].returncode != 0:
+        raise RuntimeError(f"archive_plates failed ({holder['p'].returncode})")
+    row = json.loads(out.strip().splitlines()[-1])
+    assert all(s == "archived" for s in row["statuses"]), row
+    return {"seconds": row["seconds"], "rss": sampler.rss, "scratch": sampler.scratch}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     # no space in the name: the baseline's awk parsing cuts keys at the first space
     plate = ("BENCH0001", "BENCH0001__2026-11-21T00_00_00-Measurement1")
     report: dict = {"plate_mib": args.mib, "runs": args.runs, "results": {}}
-    with endpoint_process() as url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        endpoint_process() as url,
+        prefect_server_process(Path(tmp) / "prefect"),
+    ):
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=COLD)
         nbytes = seed_plate(url, [plate], args.mib)
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         csv.write_text(f"plate_id,plate_id_full\n{plate[0]},{plate[1]}\n")
         from prefect import flow
 
-        flow(lambda: None, name="warm-up")()  # start Prefect's API before timing
+        flow(lambda: None, name="warm-up")()  # the server's first flow run, not timed
         runs: dict[str, list[dict]] = {"baseline": [], **{m: [] for m in modes}}
         for i in range(args.runs):
             for name in runs:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from loopback.server import LOOPBACK_CREDENTIALS, _free_port
+from loopback.net import LOOPBACK_CREDENTIALS, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @contextmanager
 def endpoint_process(**durations: float) -> Iterator[str]:
     """``python -m loopback serve`` in its own process (as a real endpoint would be)."""
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, "-m", "loopback", "serve", "--port", str(port)]
     for tier, seconds in durations.items():
         args += [f"--{tier.lower()}-seconds", str(seconds)]
@@ -41,6 +41,28 @@ def endpoint_process(**durations: float) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextmanager
+def prefect_server_process(home: Path) -> Iterator[str]:
+    """``prefect server start`` in its own process, and this process pointed at it.
+
+    That is how flows run in production (a worker's flow run talks to a server), and
+    it keeps Prefect's server app out of the measured process: in ephemeral mode the
+    client imports it (~80 MiB) even though the server runs in a child process.
+    """
+    from deployments.ui import start_server, stop, wait_healthy
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    server = start_server(port, home, home / "server.log")
+    try:
+        wait_healthy(api)
+        os.environ["PREFECT_API_URL"] = api
+        yield api
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        stop(server.pid)
 
 
 def counts(url: str) -> dict[str, int]:

@@ -31,6 +31,7 @@ from tasks.errors import EmptyPlateError, InputError, PlateFailedError
 from tasks.layout import resolve_layout
 from tasks.listing import merge_sorted_files
 from tasks.locks import plate_lock
+from tasks.memory import limit_malloc_arenas
 from tasks.plate_archive import (
     ArchiveSettings,
     PlateResult,
@@ -246,6 +247,7 @@ def archive_plates(
     # Every plate's keys resolve (ids checked) before the first S3 request.
     for plate in plates:
         PlateWork.create(settings, plate)
+    limit_malloc_arenas()  # flat memory however long the plate takes
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     check_bucket(client, cold_bucket)

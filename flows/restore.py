@@ -34,6 +34,7 @@ from tasks import plate_restore, restore_tasks
 from tasks import restore as steps
 from tasks.errors import InputError, PlateFailedError
 from tasks.layout import resolve_layout
+from tasks.memory import limit_malloc_arenas
 from tasks.plate_archive import ArchiveSettings, PlateWork, clean_scratch, describe
 from tasks.plates import Plate
 from tasks.restore_pricing import GB, estimate, tier_allowed
@@ -445,6 +446,7 @@ def restore_plates(
         layout=resolved,
     )
     works = [PlateWork.create(settings, p) for p in plates]
+    limit_malloc_arenas()  # flat memory however long the plate takes
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     check_bucket(client, cold_bucket)

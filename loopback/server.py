@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -36,15 +35,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from loopback.net import LOOPBACK_CREDENTIALS, free_port
 from loopback.tiers import ArchiveTiers
-
-#: Credentials the loopback endpoint accepts (any would do); never real ones.
-LOOPBACK_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @dataclass
@@ -217,7 +209,7 @@ class LoopbackS3:
     """moto's S3 server on 127.0.0.1 with fault injection; start/stop or use as a context."""
 
     def __init__(self, port: int = 0) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.injector: FaultInjector | None = None
         self._server = _Server(self, port=self.port)
 
@@ -383,9 +375,3 @@ def bulk_put(
         backend.put_object(bucket, key, body, storage=storage_class, disable_notification=True)
         n += 1
     return n
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -27,9 +27,10 @@ from tasks.staging import check_size, open_entry, read_entry
 from tasks.tarball import MemberSource, epoch, tar_listing_lines
 
 #: Objects up to this size are read ahead into memory; larger ones stream when their turn comes.
-READ_AHEAD_OBJECT = 16 * MIB
-#: The most bytes read ahead at once.
-READ_AHEAD_BYTES = 32 * MIB
+READ_AHEAD_OBJECT = 8 * MIB
+#: The most bytes read ahead at once: enough to keep compression busy (a larger window
+#: measured no faster and cost its size in memory).
+READ_AHEAD_BYTES = 16 * MIB
 
 
 class _CountingBody:
@@ -132,7 +133,8 @@ class MultipartWriter:
     def write(self, data: bytes) -> int:
         self.buffer += data
         while len(self.buffer) >= self.part_size:
-            chunk = bytes(self.buffer[: self.part_size])
+            with memoryview(self.buffer) as view:  # one copy of the part, not two
+                chunk = bytes(view[: self.part_size])
             del self.buffer[: self.part_size]
             self._send(chunk)
         return len(data)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import platform
+from pathlib import Path
 
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 from conftest import LIVE
 
@@ -14,6 +17,7 @@ from tasks.concurrency import bounded_map
 from tasks.errors import InputError, UnsupportedKeyError
 from tasks.layout import CELLPAINTING, Layout, resolve_layout
 from tasks.listing import ObjectEntry, check_key, compare_entries, sort_file
+from tasks.memory import limit_malloc_arenas
 from tasks.s3 import MIB, is_transient, part_size_for, upload_path
 
 
@@ -164,3 +168,19 @@ def test_tar_of_an_empty_bundle_is_valid():
     assert write_tarball([], buf, "gzip") == 0
     buf.seek(0)
     assert list(tar_listing_lines(buf, "gzip", "T")) == []
+
+
+def test_malloc_arenas_are_capped_unless_the_operator_chose(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the environment's value stands
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt's arena cap is glibc's")
+    assert limit_malloc_arenas() is True
+
+
+def test_deployments_give_flow_runs_the_arena_cap():
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env["MALLOC_ARENA_MAX"] == "2", deployment["name"]

@@ -22,7 +22,7 @@ import pytest
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, source_keys
 
 from deployments import ui
-from loopback.server import _free_port
+from loopback.net import free_port
 
 pytestmark = pytest.mark.e2e
 PLATE_B = ("BR00099999", "BR00099999_full")
@@ -32,7 +32,7 @@ PLATE_B = ("BR00099999", "BR00099999_full")
 def server(tmp_path_factory):
     """A real Prefect server on a free loopback port, scheduler looping every 2 s."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     os.environ["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
     proc = ui.start_server(port, home, home / "server.log")

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mib", type=float, default=434)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--modes", default="staged,streaming")
-    ap.add_argument("--parallel", default="", help="e.g. 1,2,4: several plates in parallel")
+    ap.add_argument("--parallel", default="1,2,4", help='several plates in parallel; "" skips')
     ap.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "cf-bench")
     args = ap.parse_args(argv)

@@ -1,11 +1,14 @@
 """Restore-request throughput: the seed script's approach, rclone, and restore_prefix.
 
-    python -m bench.restore_bench [--objects 10000]
+    python -m bench.restore_bench [--objects 10000] [--runs 3]
 
-On one loopback endpoint in a process of its own, each tool restores its own
-prefix of GLACIER objects; keys/s and requests per object are reported, then
-restore_prefix runs once more with restores that take a few seconds, to count
-the sensor's requests per object.
+On one loopback endpoint in a process of its own, the tools take turns, ``--runs``
+rounds; in each round every tool restores ``--objects`` GLACIER objects in a bucket
+of its own, dropped afterwards (moto slows down as it holds more objects; S3 does not). keys/s
+(medians) and requests per object are reported, then restore_prefix runs once
+more with restores that take a few seconds, to count the sensor's requests per
+object. restore_prefix runs against a Prefect server in a process of its own, as
+in production; every tool gets the same credentials.
 """
 
 from __future__ import annotations
@@ -17,27 +20,38 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import boto3
+import requests
 
-from bench.common import bulk_put, counts, endpoint_process, reset_counts, save
+from bench.common import (
+    bulk_put,
+    counts,
+    endpoint_process,
+    median,
+    prefect_server_process,
+    reset_counts,
+    save,
+)
+from loopback.net import LOOPBACK_CREDENTIALS
 
-BUCKET = "restore-bench"
+PREFIX = "objects/"
 
 
-def seed_approach(s3, prefix: str, workers: int = 8) -> None:
+def seed_approach(s3, bucket: str, workers: int = 8) -> None:
     """The script coldflow replaces: list, then per key a HEAD and a restore, 8 threads."""
     keys = [
         o["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX)
         for o in page.get("Contents", [])
     ]
 
     def one(key: str) -> None:
-        head = s3.head_object(Bucket=BUCKET, Key=key)
+        head = s3.head_object(Bucket=bucket, Key=key)
         if head.get("StorageClass") in {"GLACIER", "DEEP_ARCHIVE"} and not head.get("Restore"):
             s3.restore_object(
-                Bucket=BUCKET,
+                Bucket=bucket,
                 Key=key,
                 RestoreRequest={"Days": 7, "GlacierJobParameters": {"Tier": "Standard"}},
             )
@@ -46,22 +60,32 @@ def seed_approach(s3, prefix: str, workers: int = 8) -> None:
         list(pool.map(one, keys))
 
 
-def rclone(url: str, prefix: str) -> None:
+def drop_bucket(s3, bucket: str) -> None:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    s3.delete_bucket(Bucket=bucket)
+
+
+def rclone(url: str, bucket: str) -> None:
+    # it refuses a custom CA bundle on a plain-http endpoint
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     env.update(
         RCLONE_CONFIG_LB_TYPE="s3",
         RCLONE_CONFIG_LB_PROVIDER="Other",
         RCLONE_CONFIG_LB_ENDPOINT=url,
-        RCLONE_CONFIG_LB_ACCESS_KEY_ID="testing",
-        RCLONE_CONFIG_LB_SECRET_ACCESS_KEY="testing",
-        RCLONE_CONFIG_LB_REGION="us-east-1",
+        RCLONE_CONFIG_LB_ACCESS_KEY_ID=LOOPBACK_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        RCLONE_CONFIG_LB_SECRET_ACCESS_KEY=LOOPBACK_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        RCLONE_CONFIG_LB_SESSION_TOKEN=LOOPBACK_CREDENTIALS["AWS_SESSION_TOKEN"],
+        RCLONE_CONFIG_LB_REGION=LOOPBACK_CREDENTIALS["AWS_DEFAULT_REGION"],
     )
     subprocess.run(
         [
             "rclone",
             "backend",
             "restore",
-            f"lb:{BUCKET}/{prefix}",
+            f"lb:{bucket}/{PREFIX}",
             "-o",
             "priority=Standard",
             "-o",
@@ -78,49 +102,67 @@ def rclone(url: str, prefix: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
     n = args.objects
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    report: dict = {"objects": n, "tools": {}}
-    with endpoint_process() as url, tempfile.TemporaryDirectory() as tmp:
+    report: dict = {"objects": n, "runs": args.runs, "tools": {}}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        endpoint_process() as url,
+        prefect_server_process(Path(tmp) / "prefect"),
+    ):
         s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        for prefix in ("seed/", "rclone/", "coldflow/", "sensor/"):
-            bulk_put(url, BUCKET, prefix, n, "GLACIER")
+
+        def fresh_bucket(name: str) -> str:
+            s3.create_bucket(Bucket=name)
+            bulk_put(url, name, PREFIX, n, "GLACIER")
+            return name
 
         from flows.restore import restore_prefix
 
-        restore_prefix(BUCKET, "none/", wait=False, work_dir=tmp)  # start Prefect's API first
+        s3.create_bucket(Bucket="warm-up")
+        restore_prefix("warm-up", "none/", wait=False, work_dir=tmp)  # server's first run
 
-        runs = {
-            "seed approach (HEAD+restore, 8 threads)": lambda: seed_approach(s3, "seed/"),
-            "restore_prefix": lambda: restore_prefix(BUCKET, "coldflow/", wait=False, work_dir=tmp),
+        tools = {
+            "seed approach (HEAD+restore, 8 threads)": lambda b: seed_approach(s3, b),
+            "restore_prefix": lambda b: restore_prefix(b, PREFIX, wait=False, work_dir=tmp),
         }
         if shutil.which("rclone"):
-            runs["rclone backend restore (32 checkers)"] = lambda: rclone(url, "rclone/")
+            tools["rclone backend restore (32 checkers)"] = lambda b: rclone(url, b)
         else:
             print("rclone not found (apt-get install rclone): skipped")
-        for name, run in runs.items():
-            reset_counts(url)
-            t = time.monotonic()
-            run()
-            seconds = time.monotonic() - t
-            made = counts(url)
+        rows: dict[str, list[dict]] = {name: [] for name in tools}
+        for i in range(args.runs):
+            for t_index, (name, run) in enumerate(tools.items()):
+                bucket = fresh_bucket(f"restore-bench-{i}-{t_index}")
+                reset_counts(url)
+                t = time.monotonic()
+                run(bucket)
+                seconds = time.monotonic() - t
+                made = counts(url)
+                drop_bucket(s3, bucket)  # keep the endpoint's state the same size every round
+                rows[name].append({"seconds": seconds, "requests": made})
+                print(f"run {i + 1} {name:<42} {n / seconds:8.1f} keys/s", flush=True)
+        for name, runs in rows.items():
+            seconds = median([r["seconds"] for r in runs])
+            made = runs[-1]["requests"]
             report["tools"][name] = {
-                "seconds": round(seconds, 2),
+                "median_seconds": round(seconds, 2),
                 "keys_per_s": round(n / seconds, 1),
+                "runs_keys_per_s": [round(n / r["seconds"], 1) for r in runs],
                 "requests_per_object": round(sum(made.values()) / n, 3),
                 "requests": made,
             }
 
-        requests_to_durations = __import__("requests")
-        requests_to_durations.post(f"{url}/_loopback/durations", params={"Standard": 5}, timeout=10)
+        requests.post(f"{url}/_loopback/durations", params={"Standard": 5}, timeout=10)
+        bucket = fresh_bucket("restore-bench-sensor")
         reset_counts(url)
         t = time.monotonic()
         result = restore_prefix(
-            BUCKET, "sensor/", wait=True, poll_interval=1, max_poll_interval=4, work_dir=tmp
+            bucket, PREFIX, wait=True, poll_interval=1, max_poll_interval=4, work_dir=tmp
         )
         report["sensor"] = {
             "seconds": round(time.monotonic() - t, 2),
@@ -130,9 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         }
     for name, row in report["tools"].items():
         print(
-            f"{name:<42} {row['keys_per_s']:>8.1f} keys/s  "
+            f"{name:<42} {row['keys_per_s']:>8.1f} keys/s (median of {args.runs})  "
             f"{row['requests_per_object']:.3f} requests/object"
         )
+    seed = report["tools"]["seed approach (HEAD+restore, 8 threads)"]["keys_per_s"]
+    ours = report["tools"]["restore_prefix"]["keys_per_s"]
+    report["restore_prefix_vs_seed"] = round(ours / seed, 2)
+    print(f"restore_prefix / seed approach: {ours / seed:.2f}x")
+    for name, row in report["tools"].items():
+        if name.startswith("rclone"):
+            report["restore_prefix_vs_rclone"] = round(ours / row["keys_per_s"], 2)
+            print(f"restore_prefix / rclone: {ours / row['keys_per_s']:.2f}x")
     print(f"sensor: {report['sensor']}")
     print(f"saved {save('restore', report)}")
     return 0

@@ -31,7 +31,7 @@ from pathlib import Path
 import boto3
 import yaml
 
-from bench.common import endpoint_process, median, prefect_server_process, save
+from bench.common import empty_prefix, endpoint_process, median, prefect_server_process, save
 
 PROJECT, BATCH = "bench_project", "bench_batch"
 LIVE, COLD = "bench-live", "bench-cold"
@@ -118,15 +118,8 @@ def seed_plate(url: str, plates: list[tuple[str, str]], mib: float) -> int:
 
 
 def empty_cold(s3) -> None:
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=COLD):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=COLD, Delete={"Objects": keys})
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=LIVE, Prefix=f"projects/{PROJECT}/workspace/backup/"
-    ):
-        for o in page.get("Contents", []):
-            s3.delete_object(Bucket=LIVE, Key=o["Key"])
+    empty_prefix(s3, COLD)
+    empty_prefix(s3, LIVE, f"projects/{PROJECT}/workspace/backup/")
 
 
 def run_baseline(script: Path, url: str, plate: tuple[str, str], scratch: Path) -> dict:

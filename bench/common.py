@@ -65,6 +65,14 @@ def prefect_server_process(home: Path) -> Iterator[str]:
         stop(server.pid)
 
 
+def empty_prefix(s3, bucket: str, prefix: str = "") -> None:
+    """Delete every object under ``prefix`` (benchmark buckets only), 1,000 per request."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+
 def counts(url: str) -> dict[str, int]:
     return requests.get(f"{url}/_loopback/counts", timeout=30).json()
 

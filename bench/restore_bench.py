@@ -28,6 +28,7 @@ import requests
 from bench.common import (
     bulk_put,
     counts,
+    empty_prefix,
     endpoint_process,
     median,
     prefect_server_process,
@@ -61,10 +62,7 @@ def seed_approach(s3, bucket: str, workers: int = 8) -> None:
 
 
 def drop_bucket(s3, bucket: str) -> None:
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    empty_prefix(s3, bucket)
     s3.delete_bucket(Bucket=bucket)
 
 

@@ -22,25 +22,23 @@ from flows.common import (
     DEFAULT_SCRATCH,
     raise_if_failed,
     read_batch_plates,
+    rows_of,
     run_logger,
     submit_bounded,
 )
-from tasks import archive_tasks as steps
-from tasks.compression import check_level
-from tasks.errors import EmptyPlateError, InputError, PlateFailedError
-from tasks.layout import resolve_layout
-from tasks.listing import merge_sorted_files
-from tasks.locks import plate_lock
-from tasks.memory import limit_malloc_arenas
-from tasks.plate_archive import (
-    ArchiveSettings,
-    PlateResult,
-    PlateWork,
-    clean_scratch,
-    describe,
-)
-from tasks.plates import Plate
-from tasks.s3 import MIB, check_bucket, s3_client
+from tasks.archive import tasks as steps
+from tasks.archive.results import PlateResult
+from tasks.core.clients import s3_client
+from tasks.core.errors import EmptyPlateError, InputError, PlateFailedError, describe
+from tasks.core.locks import plate_lock
+from tasks.core.memory import limit_malloc_arenas
+from tasks.core.s3 import MIB, check_bucket
+from tasks.core.status import ItemStatus
+from tasks.formats.compression import check_level
+from tasks.formats.layout import resolve_layout
+from tasks.formats.listing import merge_sorted_files
+from tasks.formats.plates_csv import Plate
+from tasks.plates.work import PlateSettings, PlateWork, clean_scratch
 
 #: Upper bound of ``max_parallel_plates`` (and the size of the flow's thread pool).
 MAX_PARALLEL_PLATES = 16
@@ -62,27 +60,27 @@ ArchiveStorageClass = Literal[
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def archive_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
+def archive_plate(plate: Plate, settings: PlateSettings) -> PlateResult:
     """One plate, start to end. Fails (with its row attached) unless archived or skipped."""
     work = PlateWork.create(settings, plate)
     with plate_lock("archive", work.tag):
         return _archive_plate(work, settings)
 
 
-def _archive_plate(work: PlateWork, settings: ArchiveSettings) -> PlateResult:
+def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
     log = run_logger()
     plate = work.plate
     result = PlateResult(
         plate.plate_id,
         work.tag,
-        "failed",
+        ItemStatus.FAILED,
         started=time.time(),
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )
     try:
         recorded, reason = steps.find_archive(work)
         if recorded is not None:
-            result.status, result.verified = "skipped", True
+            result.status, result.verified = ItemStatus.SKIPPED, True
             result.tarballs = recorded.tarballs
             result.message = "already archived and verified"
             log.info("%s: already archived and verified, skipping", work.tag)
@@ -106,17 +104,17 @@ def _archive_plate(work: PlateWork, settings: ArchiveSettings) -> PlateResult:
             for step, seconds in built.seconds.items():
                 result.seconds[step] = result.seconds.get(step, 0.0) + seconds
         steps.verify_listings(work)
-        result.status, result.verified = "archived", True
+        result.status, result.verified = ItemStatus.ARCHIVED, True
         result.message = "archived and verified"
         if settings.delete_source:
             everything = work.path("entries_all.tsv")
             merge_sorted_files([work.entries(b) for b in work.where.bundles], everything)
             _delete(work, everything, result)
     except EmptyPlateError as exc:
-        result.status, result.message = "empty", str(exc)
+        result.status, result.message = ItemStatus.EMPTY, str(exc)
         log.warning("%s", exc)
     except Exception as exc:
-        result.status, result.message = "failed", describe(exc)
+        result.status, result.message = ItemStatus.FAILED, describe(exc)
         if result.verified:
             result.kept = result.objects - result.deleted
         log.error("%s: %s", work.tag, result.message)
@@ -144,14 +142,14 @@ def _delete(work: PlateWork, recorded, result: PlateResult) -> None:
 
 
 @task(name="measure-plates", cache_policy=NO_CACHE, persist_result=False)
-def dry_run_plate(plate: Plate, settings: ArchiveSettings) -> PlateResult:
+def dry_run_plate(plate: Plate, settings: PlateSettings) -> PlateResult:
     """Dry run: list and size one plate, write nothing."""
     work = PlateWork.create(settings, plate)
-    result = PlateResult(plate.plate_id, work.tag, "dry-run", started=time.time())
+    result = PlateResult(plate.plate_id, work.tag, ItemStatus.DRY_RUN, started=time.time())
     listing = steps.measure_plate(work)
     result.objects, result.bytes = listing.total_objects, listing.total_bytes
     if not listing.total_objects:
-        result.status = "empty"
+        result.status = ItemStatus.EMPTY
         result.message = "every prefix is empty"
     else:
         result.message = ", ".join(
@@ -222,12 +220,12 @@ def archive_plates(
         tarballs with their ETags, verified, deleted, kept, message, timings.
     """
     log = run_logger()
-    plates = read_batch_plates(plates_csv, project_name, batch_id)
+    plates = read_batch_plates(plates_csv, project_name, batch_id, aws_credentials_block)
     try:
         check_level(compression, compression_level)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    settings = ArchiveSettings(
+    settings = PlateSettings(
         project_name=project_name,
         batch_id=batch_id,
         bucket=bucket,
@@ -264,22 +262,16 @@ def archive_plates(
 
     per_plate = dry_run_plate if dry_run else archive_plate
     futures = submit_bounded(per_plate, plates, max_parallel_plates, settings=settings)
-    results = [
-        _result_of(future, plate, settings) for future, plate in zip(futures, plates, strict=True)
-    ]
+    results = rows_of(
+        futures,
+        plates,
+        lambda plate, reason: PlateResult(
+            plate.plate_id, PlateWork.create(settings, plate).tag, ItemStatus.FAILED, message=reason
+        ).as_dict(),
+    )
     _publish(results, dry_run)
     raise_if_failed(results, {"archived", "skipped", "dry-run"}, "archived")
     return results
-
-
-def _result_of(future, plate: Plate, settings: ArchiveSettings) -> dict:
-    outcome = future.result(raise_on_failure=False)
-    if isinstance(outcome, PlateResult):
-        return outcome.as_dict()
-    if isinstance(outcome, PlateFailedError):
-        return outcome.row
-    tag = PlateWork.create(settings, plate).tag
-    return PlateResult(plate.plate_id, tag, "failed", message=describe(outcome)).as_dict()
 
 
 def _publish(results: list[dict], dry_run: bool) -> None:

@@ -1,19 +1,20 @@
-"""Orchestration helpers shared by the flows."""
+"""Orchestration helpers shared by the flows: inputs checked up front, bounded submission,
+rows from futures, and failing a run only after every item had its turn."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
 
-from tasks.errors import PlatesFailedError
-from tasks.layout import check_name
-from tasks.plates import Plate, read_plates
-from tasks.runlog import run_logger
+from tasks.core.errors import ItemFailedError, ItemsFailedError, PlatesFailedError, describe
+from tasks.core.log import run_logger
+from tasks.formats.layout import check_name
+from tasks.formats.plates_csv import Plate, read_plates
 
 #: Local folder for staging, listings and ledgers ($COLDFLOW_SCRATCH, else the temp folder).
 DEFAULT_SCRATCH = os.environ.get(
@@ -24,23 +25,26 @@ __all__ = [
     "DEFAULT_SCRATCH",
     "raise_if_failed",
     "read_batch_plates",
+    "rows_of",
     "run_logger",
     "submit_bounded",
 ]
 
 
-def read_batch_plates(plates_csv: str, project_name: str, batch_id: str) -> list[Plate]:
+def read_batch_plates(
+    plates_csv: str, project_name: str, batch_id: str, credentials_block: str | None = None
+) -> list[Plate]:
     """The plates of one project and batch, every name checked before any S3 call."""
     check_name("project_name", project_name)
     check_name("batch_id", batch_id)
-    return read_plates(plates_csv)
+    return read_plates(plates_csv, credentials_block)
 
 
 def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -> list[Any]:
     """Run ``task(item, **kwargs)`` for every item with at most ``limit`` in flight.
 
     Works with any task runner (threads, Dask): a new item is submitted as soon
-    as one finishes. Returns the final states in the order of ``items``.
+    as one finishes. Returns the final futures in the order of ``items``.
     """
     queue = deque(enumerate(items))
     running: dict[PrefectFuture, int] = {}
@@ -55,13 +59,40 @@ def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -
     return [finished[i] for i in sorted(finished)]
 
 
-def raise_if_failed(results: list[dict], ok: set[str], what: str) -> None:
-    """Fail the run, after every plate had its turn, when any plate's status is not ``ok``;
+def rows_of(
+    futures: Sequence[Any], items: Sequence[Any], failed_row: Callable[[Any, str], dict]
+) -> list[dict]:
+    """One row per item from its future: the task's result (a dataclass with ``as_dict`` or a
+    dict), the row a failed item carried (:class:`ItemFailedError`), or ``failed_row(item,
+    reason)`` for anything else that went wrong."""
+    rows = []
+    for future, item in zip(futures, items, strict=True):
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, ItemFailedError):
+            rows.append(outcome.row)
+        elif isinstance(outcome, BaseException):
+            rows.append(failed_row(item, describe(outcome)))
+        elif hasattr(outcome, "as_dict"):
+            rows.append(outcome.as_dict())
+        else:
+            rows.append(outcome)
+    return rows
+
+
+def raise_if_failed(
+    results: list[dict],
+    ok: set[str],
+    what: str,
+    noun: str = "plates",
+    id_field: str = "plate_id",
+    error: type[ItemsFailedError] = PlatesFailedError,
+) -> None:
+    """Fail the run, after every item had its turn, when any item's status is not ``ok``;
     the error carries every row so callers and the UI see what was done."""
     bad = [r for r in results if r["status"] not in ok]
     if bad:
-        raise PlatesFailedError(
-            f"{len(bad)} of {len(results)} plates not {what}: "
-            + "; ".join(f"{r['plate_id']} {r['status']}: {r['message']}" for r in bad),
+        raise error(
+            f"{len(bad)} of {len(results)} {noun} not {what}: "
+            + "; ".join(f"{r[id_field]} {r['status']}: {r['message']}" for r in bad),
             results,
         )

@@ -1,10 +1,12 @@
-"""Restore archived objects: a whole prefix in bulk (``restore_prefix``).
+"""Restore archived objects: a whole prefix in bulk (``restore_prefix``), or archived plates
+back to their original keys (``restore_plates``).
 
     from flows.restore import restore_prefix
     counts = restore_prefix("imaging-cold", "imaging_analysis/2016_04_01_a549/plates/",
                             tier="Bulk", days=7, filter_in=["BR00092655"])
 
-list → classify → estimate (artifact) → request in batches → ledger → wait (sensor).
+restore_prefix: list → classify → estimate (artifact) → request in batches → ledger → wait.
+restore_plates: locate → restore tarballs (estimate, wait) → check → unpack → verify.
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
@@ -27,30 +27,25 @@ from flows.common import (
     DEFAULT_SCRATCH,
     raise_if_failed,
     read_batch_plates,
+    rows_of,
     run_logger,
     submit_bounded,
 )
-from tasks import plate_restore, restore_tasks
-from tasks import restore as steps
-from tasks.errors import InputError, PlateFailedError
-from tasks.layout import resolve_layout
-from tasks.memory import limit_malloc_arenas
-from tasks.plate_archive import ArchiveSettings, PlateWork, clean_scratch, describe
-from tasks.plates import Plate
-from tasks.restore_pricing import GB, estimate, tier_allowed
-from tasks.s3 import check_bucket, s3_client
+from flows.requests import request_and_wait
+from tasks.core.clients import s3_client
+from tasks.core.errors import InputError, PlateFailedError, describe
+from tasks.core.memory import limit_malloc_arenas
+from tasks.core.s3 import check_bucket, split_s3_uri
+from tasks.core.sensor import Backoff
+from tasks.core.status import ItemStatus
+from tasks.formats.layout import resolve_layout
+from tasks.formats.plates_csv import Plate
+from tasks.plates.work import PlateSettings, PlateWork, clean_scratch
+from tasks.restore import plates as plate_restore
+from tasks.restore import tasks as restore_tasks
+from tasks.restore.plan import EXPENSIVE_GB, EXPENSIVE_OBJECTS, RequestPlan
 
 Tier = Literal["Standard", "Bulk", "Expedited"]
-#: Expedited above these needs allow_expensive=True.
-EXPENSIVE_OBJECTS = 1000
-EXPENSIVE_GB = 100.0
-
-
-def _split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise InputError(f"{uri!r} is not an s3://bucket/key URI")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 @flow(
@@ -117,7 +112,7 @@ def restore_prefix(
         ready (seen readable by the sensor), the ledger path, requests made.
     """
     if ledger_s3_uri:
-        _split_s3_uri(ledger_s3_uri)
+        split_s3_uri(ledger_s3_uri)
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     work = Path(work_dir) / f"restore-{bucket}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -140,9 +135,7 @@ def restore_prefix(
         expensive_gb,
         parallel_batches,
         request_workers,
-        poll_interval,
-        max_poll_interval,
-        timeout,
+        Backoff(poll_interval, max_poll_interval, timeout),
         aws_credentials_block,
     )
     try:
@@ -161,162 +154,6 @@ def restore_prefix(
         shutil.rmtree(work, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class RequestPlan:
-    """How restores are requested and waited for (the knobs both restore flows share)."""
-
-    tier: str = "Standard"
-    days: int = 7
-    allow_expensive: bool = False
-    expensive_objects: int = EXPENSIVE_OBJECTS
-    expensive_gb: float = EXPENSIVE_GB
-    parallel_batches: int = 4
-    request_workers: int = 16
-    poll_interval: float = 60.0
-    max_poll_interval: float = 1800.0
-    timeout: float = 60 * 3600.0
-    credentials_block: str | None = None
-
-
-def request_and_wait(
-    inventory: steps.Inventory,
-    work: Path,
-    bucket: str,
-    prefix: str,
-    plan: RequestPlan,
-    wait: bool = True,
-    dry_run: bool = False,
-    ledger_path: str | None = None,
-    ledger_s3_uri: str | None = None,
-) -> dict:
-    """estimate (artifact) → refuse unwise tiers → request batches → ledger → sensor.
-
-    Orchestration shared by the restore flows; runs inside a flow.
-    """
-    log = run_logger()
-    estimated = estimate(plan.tier, inventory.to_request, inventory.to_request_bytes)
-    create_markdown_artifact(
-        key="restore-estimate",
-        markdown=estimated.as_markdown(),
-        description="Cost and time of the restore, before requesting",
-    )
-    log.info(
-        "s3://%s/%s: %d objects to restore, estimated $%.2f (%s)",
-        bucket,
-        prefix,
-        sum(inventory.to_request.values()),
-        estimated.total_cost,
-        plan.tier,
-    )
-    _refuse_unwise_tier(
-        plan.tier,
-        inventory,
-        estimated.total_cost,
-        plan.allow_expensive,
-        plan.expensive_objects,
-        plan.expensive_gb,
-    )
-
-    counts: Counter = Counter(dict.fromkeys(steps.REPORTED, 0))
-    counts.update(inventory.counts)
-    counts.pop(steps.ARCHIVED, None)
-    result: dict = {
-        "listed": inventory.listed,
-        "estimated_cost": round(estimated.total_cost, 2),
-        "requests": inventory.listed // 1000 + 1 + inventory.heads,
-    }
-    if dry_run:
-        counts[steps.ARCHIVED] = sum(inventory.to_request.values())
-        return {**result, **counts}
-
-    futures = submit_bounded(
-        restore_tasks.request_restores,
-        inventory.batches,
-        plan.parallel_batches,
-        bucket=bucket,
-        tier=plan.tier,
-        days=plan.days,
-        workers=plan.request_workers,
-        credentials_block=plan.credentials_block,
-    )
-    for future in futures:
-        batch_counts = future.result()
-        counts.update(batch_counts)
-        result["requests"] += sum(v for k, v in batch_counts.items() if k != "fell_back")
-    batches = [Path(b) for b in inventory.batches]
-
-    ledger = Path(ledger_path) if ledger_path else work.parent / f"{work.name}-ledger.csv"
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    steps.merge_ledgers(
-        [work / "ledger-inventory.csv", *(b.with_suffix(".ledger.csv") for b in batches)], ledger
-    )
-    result["ledger"] = str(ledger)
-    if ledger_s3_uri:
-        ledger_bucket, ledger_key = _split_s3_uri(ledger_s3_uri)
-        s3_client(plan.credentials_block).upload_file(str(ledger), ledger_bucket, ledger_key)
-        result["ledger_s3_uri"] = ledger_s3_uri
-    pending = work / "pending.txt"
-    n_pending = steps.merge_pending(
-        [work / "pending-inventory.txt", *(b.with_suffix(".pending.txt") for b in batches)], pending
-    )
-    _publish(counts, bucket, prefix, plan.tier)
-    log.info("requested: %s; %d pending", dict(counts), n_pending)
-
-    result["ready"] = 0
-    if wait and n_pending:
-        seen = restore_tasks.wait_for_restores(
-            bucket,
-            prefix,
-            str(pending),
-            inventory.listed,
-            plan.poll_interval,
-            plan.max_poll_interval,
-            plan.timeout,
-            plan.credentials_block,
-        )
-        result["ready"] = seen["ready"]
-        result["requests"] += seen["requests"]
-        result["sensor_requests"] = seen["requests"]
-        counts[steps.ERROR] += seen[steps.ERROR]
-    return {**result, **counts}
-
-
-def _refuse_unwise_tier(
-    tier: str,
-    inventory: steps.Inventory,
-    cost: float,
-    allow_expensive: bool,
-    max_objects: int,
-    max_gb: float,
-) -> None:
-    """Refuse, before any request, a tier a class doesn't offer or an expensive Expedited."""
-    refused = {c: n for c, n in inventory.to_request.items() if not tier_allowed(c, tier)}
-    if refused:
-        raise InputError(
-            f"{tier} retrieval is not offered for "
-            + ", ".join(f"{c} ({n} objects)" for c, n in refused.items())
-            + "; use Standard or Bulk (or filter those objects out)"
-        )
-    n = sum(inventory.to_request.values())
-    gb = sum(inventory.to_request_bytes.values()) / GB
-    if tier == "Expedited" and not allow_expensive and (n > max_objects or gb > max_gb):
-        raise InputError(
-            f"Expedited on {n:,} objects ({gb:,.1f} GB) would cost about ${cost:,.2f}; "
-            "pass allow_expensive=True to go ahead, or use Standard or Bulk"
-        )
-
-
-def _publish(counts: Counter, bucket: str, prefix: str, tier: str) -> None:
-    create_table_artifact(
-        key="restore-requests",
-        table=[{"status": k, "objects": v} for k, v in sorted(counts.items())],
-        description=f"Restore requests under s3://{bucket}/{prefix} ({tier})",
-    )
-
-
-Bundle = Literal["images_illum_analysis", "backend"]
-
-
 @task(
     name="restore-plate",
     task_run_name="restore-{plate.plate_id}",
@@ -325,16 +162,18 @@ Bundle = Literal["images_illum_analysis", "backend"]
 )
 def restore_plate(
     plate: Plate,
-    settings: ArchiveSettings,
+    settings: PlateSettings,
     bundles: list[str],
     located: dict[str, plate_restore.ArchivedPlate],
     streaming: bool,
-) -> dict:
+) -> plate_restore.RestoredPlate:
     """One plate back to its original keys, verified. Fails with its row attached."""
     archived = located[plate.plate_id]
     work = PlateWork.create(settings, plate)
     log = run_logger()
-    row = plate_restore.RestoredPlate(plate.plate_id, work.tag, "failed", started=time.time())
+    row = plate_restore.RestoredPlate(
+        plate.plate_id, work.tag, ItemStatus.FAILED, started=time.time()
+    )
     try:
         work.workdir.mkdir(parents=True, exist_ok=True)
         index = str(plate_restore.LiveIndex.build(work, work.path("live.sqlite")))
@@ -347,7 +186,7 @@ def restore_plate(
             row.uploaded += done["uploaded"]
             row.skipped += done["skipped"]
         row.verified = restore_tasks.verify_restored(work, bundles, archived.listing)
-        row.status = "restored"
+        row.status = ItemStatus.RESTORED
         row.message = f"{row.verified} objects back and verified"
         log.info(
             "%s: %s (%d uploaded, %d already there)",
@@ -362,9 +201,9 @@ def restore_plate(
     finally:
         clean_scratch(work)
         row.finished = time.time()
-    if row.status != "restored":
+    if row.status != ItemStatus.RESTORED:
         raise PlateFailedError(row.message, row.as_dict())
-    return row.as_dict()
+    return row
 
 
 @flow(
@@ -381,7 +220,7 @@ def restore_plates(
     scratch_dir: str = DEFAULT_SCRATCH,
     tier: Tier = "Standard",
     days: Annotated[int, Field(ge=1, le=3650)] = 7,
-    bundles: list[Bundle] | None = None,
+    bundles: list[str] | None = None,
     streaming: bool = False,
     allow_expensive: bool = False,
     max_parallel_plates: Annotated[int, Field(ge=1, le=16)] = 2,
@@ -411,7 +250,7 @@ def restore_plates(
         scratch_dir: Local folder for staged tarballs (unused when streaming).
         tier: Retrieval tier for archived tarballs.
         days: How long restored tarballs stay readable in the cold bucket.
-        bundles: Which bundles to bring back (default: all of the layout's).
+        bundles: Which of the layout's bundles to bring back (default: all of them).
         streaming: Read tarballs straight from S3 (twice: check, then upload) instead of
             downloading them to scratch once.
         allow_expensive: Allow Expedited above the expensive thresholds.
@@ -428,13 +267,13 @@ def restore_plates(
         One dict per plate: status, files, uploaded, skipped, bytes, verified, message.
     """
     log = run_logger()
-    plates = read_batch_plates(plates_csv, project_name, batch_id)
+    plates = read_batch_plates(plates_csv, project_name, batch_id, aws_credentials_block)
     resolved = resolve_layout(layout)
     chosen = list(bundles) if bundles else [b.name for b in resolved.bundles]
     unknown = [b for b in chosen if b not in {x.name for x in resolved.bundles}]
     if unknown:
         raise InputError(f"unknown bundle(s) {unknown} for layout {resolved.name}")
-    settings = ArchiveSettings(
+    settings = PlateSettings(
         project_name=project_name,
         batch_id=batch_id,
         bucket=bucket,
@@ -460,7 +299,7 @@ def restore_plates(
             located[work.plate.plate_id] = outcome
         else:
             rows[work.plate.plate_id] = plate_restore.RestoredPlate(
-                work.plate.plate_id, work.tag, "failed", message=describe(outcome)
+                work.plate.plate_id, work.tag, ItemStatus.FAILED, message=describe(outcome)
             ).as_dict()
 
     if located:
@@ -477,9 +316,7 @@ def restore_plates(
             days,
             allow_expensive,
             parallel_batches=1,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            timeout=timeout,
+            backoff=Backoff(poll_interval, max_poll_interval, timeout),
             credentials_block=aws_credentials_block,
         )
         try:
@@ -501,19 +338,18 @@ def restore_plates(
             located=located,
             streaming=streaming,
         )
-        for plate, future in zip(todo, futures, strict=True):
-            outcome = future.result(raise_on_failure=False)
-            rows[plate.plate_id] = (
-                outcome.row
-                if isinstance(outcome, PlateFailedError)
-                else (
-                    outcome
-                    if isinstance(outcome, dict)
-                    else plate_restore.RestoredPlate(
-                        plate.plate_id, "", "failed", message=describe(outcome)
-                    ).as_dict()
-                )
-            )
+        for plate, row in zip(
+            todo,
+            rows_of(
+                futures,
+                todo,
+                lambda p, reason: plate_restore.RestoredPlate(
+                    p.plate_id, "", ItemStatus.FAILED, message=reason
+                ).as_dict(),
+            ),
+            strict=True,
+        ):
+            rows[plate.plate_id] = row
 
     results = [rows[p.plate_id] for p in plates]
     create_table_artifact(

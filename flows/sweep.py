@@ -10,10 +10,12 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from flows.common import run_logger
-from tasks import restore as steps
-from tasks.archive_tasks import PLAIN, TRANSIENT
-from tasks.restore import Poll, escape_key, read_ledger
-from tasks.s3 import iter_objects, s3_client
+from tasks.core.clients import s3_client
+from tasks.core.retry import PLAIN, TRANSIENT
+from tasks.core.s3 import iter_objects, split_s3_uri
+from tasks.core.status import PENDING
+from tasks.formats.ledger import escape_key, read_ledger, unescape_key
+from tasks.restore.poll import Poll, head_pending
 
 
 @task(name="check-ledger", task_run_name="check-ledger-{ledger}", **PLAIN, **TRANSIENT)
@@ -25,13 +27,13 @@ def check_ledger(bucket: str, ledger: str, credentials_block: str | None) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         pending = Path(tmp) / "pending.txt"
         with open(pending, "w", encoding="utf-8") as f:
-            for frame in read_ledger(ledger):
+            for frame in read_ledger(ledger, credentials_block):
                 objects += len(frame)
-                for key in frame.loc[frame["status"].isin(steps.PENDING), "key"]:
+                for key in frame.loc[frame["status"].isin([str(p) for p in PENDING]), "key"]:
                     f.write(escape_key(key) + "\n")
         with open(pending, encoding="utf-8") as f, open(Path(tmp) / "still.txt", "w") as out:
-            keys = (steps.unescape_key(line.rstrip("\n")) for line in f)
-            steps.head_pending(client, bucket, keys, out, poll, workers=16)
+            keys = (unescape_key(line.rstrip("\n")) for line in f)
+            head_pending(client, bucket, keys, out, poll, workers=16)
     watched = poll.ready + poll.pending + poll.n_errors
     return {
         "ledger": ledger,
@@ -65,9 +67,7 @@ def restore_progress_sweep(
     if not ledger_prefix:
         log.warning("no ledger_prefix given (or COLDFLOW_LEDGER_PREFIX set): nothing to sweep")
         return []
-    if not ledger_prefix.startswith("s3://"):
-        raise ValueError(f"ledger_prefix {ledger_prefix!r} is not an s3:// URI")
-    ledger_bucket, _, prefix = ledger_prefix[5:].partition("/")
+    ledger_bucket, prefix = split_s3_uri(ledger_prefix)
     client = s3_client(aws_credentials_block)
     ledgers = [
         f"s3://{ledger_bucket}/{o['Key']}"

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from loopback import LoopbackS3
     from loopback.seed import PlateShape, seed_plates
-    from tasks.plates import read_plates
+    from tasks.formats.plates_csv import read_plates
 
     started = time.monotonic()
     with LoopbackS3() as endpoint, tempfile.TemporaryDirectory(prefix="coldflow-demo-") as tmp:

@@ -1,1 +1,8 @@
-"""Building blocks of coldflow's flows: plain functions and the thin Prefect tasks over them."""
+"""coldflow's steps and tasks: one package per flow family over a shared core.
+
+``core``     clients, errors, retry policy, sensor, concurrency, locks, memory, statuses
+``formats``  layouts, listings, ledgers, checksums, tarballs, compression, plates.csv
+``plates``   what both plate flows share: a plate's settings, keys and scratch
+``archive``  the plate archive steps and their tasks
+``restore``  inventory, requests, polling, pricing, plate unpacking and their tasks
+"""

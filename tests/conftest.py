@@ -18,7 +18,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from loopback import LoopbackS3
 from loopback.seed import PlateShape, plate_objects, seed_plates
-from tasks.s3 import reset_clients
+from tasks.core.clients import reset_clients
 
 PROJECT, BATCH = "2016_04_01_a549", "2016_04_01_Batch1"
 LIVE, COLD = "live-bucket", "cold-bucket"

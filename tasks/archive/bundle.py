@@ -1,0 +1,186 @@
+"""Building one bundle's tarball: stage or stream its objects, tar, upload, check the ETag.
+
+Staged: objects are downloaded to scratch, tarred to a file, which is uploaded.
+Streaming: objects are read from S3 into the tar stream, which goes straight into a
+multipart upload. Either way the tarball's MD5 and multipart ETag are computed as it is
+written, and its tar listing is read back from the compressed bytes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from tasks.archive.listing import PlateListing, bundle_totals
+from tasks.archive.staging import stage_entries, staged_path
+from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead
+from tasks.core.errors import ArchiveVerificationError
+from tasks.core.s3 import MIB, part_size_for, put_text, upload_path
+from tasks.formats.checksums import HashingWriter, MultipartHasher
+from tasks.formats.listing import read_entries, sort_file, write_lines
+from tasks.formats.tarball import MemberSource, epoch, tar_listing_lines, write_tarball
+from tasks.plates.work import PlateWork, reserve_scratch
+
+#: Head room kept free on scratch beyond what a plate needs.
+SCRATCH_MARGIN = 256 * MIB
+#: Tarball parts uploaded at once: each is a part in memory, and a few fill the link.
+UPLOAD_PARTS_IN_FLIGHT = 4
+#: Streaming keeps only listings on scratch.
+STREAMING_MARGIN = 16 * MIB
+
+
+@dataclass
+class BundleResult:
+    """One uploaded, verified tarball."""
+
+    bundle: str
+    key: str
+    objects: int
+    bytes: int
+    tarball_bytes: int
+    md5: str
+    etag: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def tarball_bound(nbytes: int, count: int) -> int:
+    """The most a tarball of ``count`` objects totalling ``nbytes`` can take, even uncompressible
+    (headers and long-name blocks, end blocks, compression framing)."""
+    return nbytes + nbytes // 100 + count * 1536 + 1 * MIB
+
+
+def scratch_need(listing: PlateListing, streaming: bool = False) -> int:
+    """Scratch a plate needs at its peak: staged, every object plus the largest tarball;
+    streaming, only its listings."""
+    if streaming:
+        return listing.total_objects * 1024 + STREAMING_MARGIN
+    largest = max(
+        (tarball_bound(listing.bytes[b], listing.objects[b]) for b in listing.objects), default=0
+    )
+    return listing.total_bytes + largest + SCRATCH_MARGIN
+
+
+def reserve_for(work: PlateWork, listing: PlateListing) -> int:
+    """Reserve scratch for the plate at its peak (see :func:`scratch_need`)."""
+    return reserve_scratch(
+        work,
+        scratch_need(listing, work.settings.streaming),
+        f"{listing.total_objects:,} objects, {listing.total_bytes / MIB:,.0f} MiB",
+    )
+
+
+def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
+    """Tar one bundle's objects, upload the tarball and check the remote ETag.
+
+    The tarball's MD5 and multipart ETag are computed as it is written, with the
+    part size the upload then uses; its tar listing is read back from the
+    compressed bytes. Writes the ``.md5`` and ``.etag`` sidecars only once the
+    remote ETag equals the local one. Staged: objects are downloaded to scratch,
+    tarred to a file, which is uploaded. Streaming: objects are read from S3
+    into the tar stream, which goes straight into a multipart upload.
+    """
+    s = work.settings
+    where = work.where
+    count, nbytes = bundle_totals(work, bundle)
+    part_size = part_size_for(tarball_bound(nbytes, count), start=s.part_size_mib * MIB)
+    key = where.tarball(bundle, s.compression)
+    tar_name = key.rsplit("/", 1)[-1]
+    listing = work.path(f"listing_tar_{bundle}.txt")
+    build = _stream_bundle if s.streaming else _staged_bundle
+    hasher, remote, seconds = build(work, bundle, key, part_size, listing)
+    sort_file(listing)
+    if remote != hasher.etag:
+        raise ArchiveVerificationError(
+            f"s3://{s.cold_bucket}/{key}: remote ETag {remote} differs from the local "
+            f"{hasher.etag} ({hasher.size:,} bytes, {part_size // MIB} MiB parts)"
+        )
+    put_text(s.client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
+    put_text(s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
+    return BundleResult(bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds)
+
+
+def _staged_bundle(
+    work: PlateWork, bundle: str, key: str, part_size: int, listing: Path
+) -> tuple[MultipartHasher, str, dict[str, float]]:
+    s = work.settings
+    client, where = s.client, work.where
+    seconds: dict[str, float] = {}
+    entries_path = work.entries(bundle)
+    stage_root = work.path(f"stage_{bundle}")
+
+    t = time.monotonic()
+    stage_entries(client, s.bucket, read_entries(entries_path), stage_root, s.transfer_concurrency)
+    seconds["stage"] = time.monotonic() - t
+
+    t = time.monotonic()
+    tar_path = work.path(key.rsplit("/", 1)[-1])
+    members = (
+        MemberSource(
+            where.member_name(e.key),
+            e.size,
+            epoch(e.modified),
+            partial(open, staged_path(stage_root, i), "rb"),
+        )
+        for i, e in enumerate(read_entries(entries_path))
+    )
+    with open(tar_path, "wb") as raw:
+        out = HashingWriter(raw, part_size)
+        write_tarball(members, out, s.compression, s.compression_level, s.compression_threads)
+    shutil.rmtree(stage_root)
+    seconds["tar"] = time.monotonic() - t
+
+    t = time.monotonic()
+    with open(tar_path, "rb") as f:
+        write_lines(listing, tar_listing_lines(f, s.compression, work.tag))
+    seconds["read_back"] = time.monotonic() - t
+
+    t = time.monotonic()
+    remote = upload_path(
+        client,
+        tar_path,
+        s.cold_bucket,
+        key,
+        part_size=part_size,
+        concurrency=min(s.transfer_concurrency, UPLOAD_PARTS_IN_FLIGHT),
+        StorageClass=s.storage_class,
+    )
+    seconds["upload"] = time.monotonic() - t
+    tar_path.unlink()
+    return out.hasher, remote, seconds
+
+
+def _stream_bundle(
+    work: PlateWork, bundle: str, key: str, part_size: int, listing: Path
+) -> tuple[MultipartHasher, str, dict[str, float]]:
+    s = work.settings
+    t = time.monotonic()
+    upload = MultipartWriter(
+        s.client,
+        s.cold_bucket,
+        key,
+        part_size,
+        in_flight=UPLOAD_PARTS_IN_FLIGHT,
+        StorageClass=s.storage_class,
+    )
+    tee = ListingTee(upload, listing, s.compression, work.tag)
+    out = HashingWriter(tee, part_size)
+    members = read_ahead(
+        s.client,
+        s.bucket,
+        read_entries(work.entries(bundle)),
+        work.where.member_name,
+        workers=s.transfer_concurrency,
+    )
+    try:
+        write_tarball(members, out, s.compression, s.compression_level, s.compression_threads)
+        tee.close_listing()
+        remote = upload.complete()
+    except BaseException:
+        upload.abort()
+        if not tee.pipe.closed:
+            tee.pipe.close()
+        raise
+    return out.hasher, remote, {"stream": time.monotonic() - t}

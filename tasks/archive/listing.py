@@ -1,0 +1,112 @@
+"""Listing a plate's source prefixes into sorted files on scratch, per bundle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.core.errors import EmptyPlateError
+from tasks.core.s3 import iter_objects
+from tasks.formats.listing import (
+    ObjectEntry,
+    check_key,
+    is_placeholder,
+    listing_line,
+    merge_sorted_files,
+    read_entries,
+    sort_file,
+    write_lines,
+)
+from tasks.plates.work import PlateWork
+
+
+@dataclass
+class PlateListing:
+    """What a plate holds, per bundle."""
+
+    objects: dict[str, int] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+    placeholders: int = 0
+
+    @property
+    def total_objects(self) -> int:
+        return sum(self.objects.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+
+def walk(work: PlateWork):
+    """(bundle, entry) for every object under the plate's prefixes, as S3 pages come in."""
+    client, bucket = work.settings.client, work.settings.bucket
+    for bundle, prefixes in work.where.bundles.items():
+        for prefix in prefixes:
+            for obj in iter_objects(client, bucket, prefix):
+                yield bundle, ObjectEntry.from_s3(obj)
+
+
+def measure_plate(work: PlateWork) -> PlateListing:
+    """Count objects and bytes per bundle without writing anything (dry runs)."""
+    listing = PlateListing({b: 0 for b in work.where.bundles}, {b: 0 for b in work.where.bundles})
+    for bundle, entry in walk(work):
+        if is_placeholder(entry.key, entry.size):
+            listing.placeholders += 1
+            continue
+        listing.objects[bundle] += 1
+        listing.bytes[bundle] += entry.size
+    return listing
+
+
+def list_plate(work: PlateWork) -> PlateListing:
+    """List the plate's prefixes into scratch files: per-bundle entries, the S3 listing
+    (``_file_listing_s3.txt``) and the untrimmed listing. Raises EmptyPlateError when
+    every prefix is empty and UnsupportedKeyError for keys the layout can't hold."""
+    work.workdir.mkdir(parents=True, exist_ok=True)
+    listing = PlateListing({b: 0 for b in work.where.bundles}, {b: 0 for b in work.where.bundles})
+    handles = {
+        b: open(work.entries(b), "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        for b in work.where.bundles
+    }
+    try:
+        with open(work.path("untrimmed.txt"), "w", encoding="utf-8", newline="\n") as untrimmed:
+            for bundle, entry in walk(work):
+                untrimmed.write(entry.untrimmed_line())
+                if is_placeholder(entry.key, entry.size):
+                    listing.placeholders += 1
+                    continue
+                check_key(entry.key)
+                handles[bundle].write(entry.to_line())
+                listing.objects[bundle] += 1
+                listing.bytes[bundle] += entry.size
+    finally:
+        for h in handles.values():
+            h.close()
+    if listing.total_objects == 0:
+        raise EmptyPlateError(
+            f"{work.tag}: nothing to archive, every prefix is empty: "
+            + ", ".join(f"s3://{work.settings.bucket}/{p}" for p in work.where.prefixes)
+        )
+    parts = []
+    for bundle in work.where.bundles:
+        sort_file(work.entries(bundle))
+        part = work.path(f"listing_s3_{bundle}.txt")
+        write_lines(
+            part,
+            (
+                listing_line(work.where.trimmed(e.key), e.size)
+                for e in read_entries(work.entries(bundle))
+            ),
+        )
+        sort_file(part)
+        parts.append(part)
+    merge_sorted_files(parts, work.path("listing_s3.txt"))
+    return listing
+
+
+def bundle_totals(work: PlateWork, bundle: str) -> tuple[int, int]:
+    """(objects, bytes) of one bundle, from its listing on scratch."""
+    count = nbytes = 0
+    for e in read_entries(work.entries(bundle)):
+        count += 1
+        nbytes += e.size
+    return count, nbytes

@@ -1,0 +1,93 @@
+"""Downloading a plate's objects to scratch, pinned to the ETags they were listed with."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tasks.core.concurrency import Counter, bounded_map
+from tasks.core.errors import SourceChangedError, is_missing, translate
+from tasks.core.retry import retry_stream
+from tasks.core.s3 import MIB
+from tasks.formats.listing import ObjectEntry
+
+_COPY_BUFFER = 1 * MIB
+
+
+def staged_path(root: Path, index: int) -> Path:
+    """Where the ``index``-th object of a listing is staged.
+
+    Files are named by position, not by key, so no key can escape scratch or
+    clash with another on the file system (S3 allows both ``a/b`` and ``a/b/c``).
+    """
+    return root / f"{index:09d}"
+
+
+def open_entry(client: Any, bucket: str, entry: ObjectEntry) -> Any:
+    """The body of one object as listed (pinned to its listed ETag), as a stream.
+
+    An object that changed (412) or vanished (404) since listing raises
+    SourceChangedError naming it; an archived one says it must be restored first.
+    """
+    extra = {"IfMatch": f'"{entry.etag}"'} if entry.etag else {}
+    try:
+        return client.get_object(Bucket=bucket, Key=entry.key, **extra)["Body"]
+    except ClientError as exc:
+        if is_missing(exc):
+            raise SourceChangedError(
+                f"s3://{bucket}/{entry.key} vanished after it was listed", vanished=[entry.key]
+            ) from exc
+        translated = translate(exc, bucket, entry.key)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def check_size(bucket: str, entry: ObjectEntry, read: int) -> None:
+    if read != entry.size:
+        raise SourceChangedError(
+            f"s3://{bucket}/{entry.key}: listed {entry.size} bytes, read {read}",
+            changed=[entry.key],
+        )
+
+
+def download_entry(client: Any, bucket: str, entry: ObjectEntry, path: Path) -> int:
+    """Download one object as listed (same ETag, same size) to ``path``; returns its size."""
+    body = open_entry(client, bucket, entry)
+    with open(path, "wb") as f:
+        shutil.copyfileobj(body, f, _COPY_BUFFER)
+        written = f.tell()
+    check_size(bucket, entry, written)
+    return written
+
+
+def read_entry(client: Any, bucket: str, entry: ObjectEntry) -> bytes:
+    """One (small) object as listed, in memory."""
+    data = open_entry(client, bucket, entry).read()
+    check_size(bucket, entry, len(data))
+    return data
+
+
+def stage_entries(
+    client: Any, bucket: str, entries: Iterable[ObjectEntry], root: Path, concurrency: int
+) -> Counter:
+    """Stage every entry under ``root`` (see :func:`staged_path`), ``concurrency`` at a time.
+
+    A body cut off half-way is read again (:func:`retry_stream`); anything else stops the
+    staging and is raised.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    counter = Counter()
+
+    def fetch(item: tuple[int, ObjectEntry]) -> int:
+        index, entry = item
+        path = staged_path(root, index)
+        return retry_stream(lambda: download_entry(client, bucket, entry, path))
+
+    for size in bounded_map(fetch, enumerate(entries), workers=concurrency):
+        counter.add(size)
+    return counter

@@ -1,0 +1,236 @@
+"""Streaming archives: S3 reads → tar → compression → multipart upload, no scratch copy.
+
+Three pieces, each bounded in memory however large the plate:
+- :func:`read_ahead` reads the next objects while the current one is tarred;
+- :class:`MultipartWriter` is a file object whose bytes become parts of a multipart upload;
+- :class:`ListingTee` lists the tarball's members from the compressed bytes as they are
+  written, so the tar listing is read back from the archive itself, not from our intentions.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tasks.archive.staging import check_size, open_entry, read_entry
+from tasks.core.errors import s3_errors
+from tasks.core.retry import retry_stream
+from tasks.core.s3 import MIB, strip_etag
+from tasks.formats.listing import ObjectEntry, write_lines
+from tasks.formats.tarball import MemberSource, epoch, tar_listing_lines
+
+#: Objects up to this size are read ahead into memory; larger ones stream when their turn comes.
+READ_AHEAD_OBJECT = 8 * MIB
+#: The most bytes read ahead at once: enough to keep compression busy (a larger window
+#: measured no faster and cost its size in memory).
+READ_AHEAD_BYTES = 16 * MIB
+
+
+class _CountingBody:
+    """A body stream that checks, at its end, that it held the listed number of bytes."""
+
+    def __init__(self, body: Any, bucket: str, entry: ObjectEntry) -> None:
+        self.body, self.bucket, self.entry, self.read_bytes = body, bucket, entry, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.body.read(n)
+        self.read_bytes += len(data)
+        if not data or (n < 0):
+            check_size(self.bucket, self.entry, self.read_bytes)
+        return data
+
+
+def read_ahead(
+    client: Any,
+    bucket: str,
+    entries: Iterable[ObjectEntry],
+    member_name: Callable[[str], str],
+    workers: int = 16,
+    window: int = READ_AHEAD_BYTES,
+) -> Iterator[MemberSource]:
+    """Tar members for ``entries``, in order, with small objects fetched ahead in parallel
+    (at most ``window`` bytes waiting) and large ones streamed (pinned to their ETag)."""
+    pending: deque[tuple[ObjectEntry, Future[bytes] | None]] = deque()
+    waiting = 0
+    source = iter(entries)
+    exhausted = False
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            while True:
+                while not exhausted and (not pending or waiting < window):
+                    entry = next(source, None)
+                    if entry is None:
+                        exhausted = True
+                        break
+                    if entry.size <= READ_AHEAD_OBJECT:
+                        fut = pool.submit(
+                            retry_stream, lambda e=entry: read_entry(client, bucket, e)
+                        )
+                        pending.append((entry, fut))
+                        waiting += entry.size
+                    else:
+                        pending.append((entry, None))
+                        break  # stream it when its turn comes; read ahead past it later
+                if not pending:
+                    return
+                entry, fut = pending.popleft()
+                if fut is not None:
+                    data = fut.result()
+                    waiting -= entry.size
+                    opener = partial(_in_memory, data)
+                else:
+                    opener = _streamer(client, bucket, entry)
+                yield MemberSource(
+                    member_name(entry.key), entry.size, epoch(entry.modified), opener
+                )
+        finally:
+            for _, fut in pending:
+                if fut is not None:
+                    fut.cancel()
+
+
+def _in_memory(data: bytes) -> nullcontext[BinaryIO]:
+    return nullcontext(io.BytesIO(data))
+
+
+def _streamer(client: Any, bucket: str, entry: ObjectEntry) -> Callable:
+    @contextmanager
+    def opener() -> Iterator[BinaryIO]:
+        body = open_entry(client, bucket, entry)
+        try:
+            yield _CountingBody(body, bucket, entry)  # type: ignore[misc]
+        finally:
+            body.close()
+
+    return opener
+
+
+class MultipartWriter:
+    """Bytes written here are uploaded as ``part_size`` parts, a few in flight at a time.
+
+    ``complete()`` returns the ETag S3 gives the object. Below one part it falls back to
+    a single PUT, matching :class:`tasks.checksums.MultipartHasher`'s rule.
+    """
+
+    def __init__(
+        self, client: Any, bucket: str, key: str, part_size: int, in_flight: int = 4, **extra: Any
+    ) -> None:
+        self.client, self.bucket, self.key, self.part_size = client, bucket, key, part_size
+        self.extra = extra
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[Future[dict]] = []
+        self.pool = ThreadPoolExecutor(max_workers=in_flight)
+        self.slots = threading.BoundedSemaphore(in_flight + 1)
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        while len(self.buffer) >= self.part_size:
+            with memoryview(self.buffer) as view:  # one copy of the part, not two
+                chunk = bytes(view[: self.part_size])
+            del self.buffer[: self.part_size]
+            self._send(chunk)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def _send(self, chunk: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, **self.extra
+            )["UploadId"]
+        number = len(self.parts) + 1
+        self.slots.acquire()
+
+        def upload() -> dict:
+            try:
+                with s3_errors(self.bucket, self.key):
+                    response = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        UploadId=self.upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                    )
+                return {"PartNumber": number, "ETag": response["ETag"]}
+            finally:
+                self.slots.release()
+
+        self.parts.append(self.pool.submit(upload))
+
+    def complete(self) -> str:
+        try:
+            if self.upload_id is None:  # smaller than one part: one PUT
+                response = self.client.put_object(
+                    Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra
+                )
+                return strip_etag(response["ETag"])
+            if self.buffer:
+                self._send(bytes(self.buffer))
+                self.buffer.clear()
+            parts = [f.result() for f in self.parts]
+            response = self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+            return strip_etag(response["ETag"])
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.upload_id is not None:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+            )
+
+
+class ListingTee:
+    """Passes writes on to ``target`` and, through a pipe, to a thread that lists the tar
+    members of the compressed stream into ``listing`` (``_file_listing_tar.txt`` lines)."""
+
+    def __init__(self, target: Any, listing: Path, compression: str, tag: str) -> None:
+        self.target = target
+        read_fd, write_fd = os.pipe()
+        self.pipe = os.fdopen(write_fd, "wb", buffering=1 * MIB)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._list,
+            daemon=True,
+            args=(os.fdopen(read_fd, "rb"), listing, compression, tag),
+        )
+        self.thread.start()
+
+    def _list(self, source: BinaryIO, listing: Path, compression: str, tag: str) -> None:
+        with source:
+            try:
+                write_lines(listing, tar_listing_lines(source, compression, tag))
+            except BaseException as exc:
+                self.error = exc
+            while source.read(1 * MIB):  # never leave the writer blocked on a full pipe
+                pass
+
+    def write(self, data: bytes) -> int:
+        self.pipe.write(data)
+        return self.target.write(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def close_listing(self) -> None:
+        """End the stream and wait for the listing; raises what the lister raised."""
+        self.pipe.close()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error

@@ -1,0 +1,126 @@
+"""One client factory for every AWS service coldflow talks to, and for s3fs / pandas.
+
+With no credentials block, boto3's standard chain decides everything (environment,
+profiles, instance roles, ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` for
+compatible endpoints). With the name of a prefect-aws ``AwsCredentials`` block, the
+block's session and client parameters are used for every client *and* for ``s3://``
+files read through s3fs (plates.csv, ledgers), so a run reads with the credentials it
+writes with. Clients are cached per process and thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from tasks.core.retry import CALL_ATTEMPTS
+
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": CALL_ATTEMPTS},
+    max_pool_connections=128,
+    connect_timeout=10,
+    read_timeout=120,
+    tcp_keepalive=True,
+)
+#: For clients whose callers classify every answer themselves: each request is sent once.
+SINGLE_ATTEMPT = Config(
+    retries={"mode": "standard", "total_max_attempts": 1},
+    # the requests these clients make (restores, job starts) need no payload checksum
+    request_checksum_calculation="when_required",
+)
+
+_clients: dict[tuple[str, str | None, bool], Any] = {}
+_sessions: dict[str | None, Any] = {}
+_lock = threading.Lock()
+
+
+def _block(credentials_block: str) -> Any:
+    from prefect_aws import AwsCredentials
+
+    return AwsCredentials.load(credentials_block)
+
+
+def session(credentials_block: str | None = None) -> boto3.session.Session:
+    """The boto3 session for a credentials block (the standard chain without one)."""
+    with _lock:
+        found = _sessions.get(credentials_block)
+        if found is None:
+            found = (
+                boto3.session.Session()
+                if credentials_block is None
+                else _block(credentials_block).get_boto3_session()
+            )
+            _sessions[credentials_block] = found
+        return found
+
+
+def _client_params(credentials_block: str | None, config: Config) -> dict[str, Any]:
+    if credentials_block is None:
+        return {"config": config}
+    params = _block(credentials_block).aws_client_parameters.get_params_override()
+    own = params.get("config")
+    params["config"] = config.merge(own) if own else config
+    return params
+
+
+def client(service: str, credentials_block: str | None = None, retries: bool = True) -> Any:
+    """A shared client for ``service`` (s3, glacier, s3control, sts, ...).
+
+    ``retries=False`` gives a client that sends each request once, for callers that
+    classify every answer themselves (restore requests, vault job starts).
+    """
+    key = (service, credentials_block, retries)
+    with _lock:
+        found = _clients.get(key)
+    if found is not None:
+        return found
+    config = CLIENT_CONFIG if retries else CLIENT_CONFIG.merge(SINGLE_ATTEMPT)
+    made = session(credentials_block).client(service, **_client_params(credentials_block, config))
+    with _lock:
+        return _clients.setdefault(key, made)
+
+
+def s3_client(credentials_block: str | None = None, botocore_retries: bool = True) -> Any:
+    """The S3 client (see :func:`client`)."""
+    return client("s3", credentials_block, botocore_retries)
+
+
+def reset_clients() -> None:
+    """Forget cached sessions and clients (after the endpoint or credentials change)."""
+    with _lock:
+        _clients.clear()
+        _sessions.clear()
+
+
+def storage_options(credentials_block: str | None = None) -> dict[str, Any]:
+    """``storage_options`` for pandas / s3fs that use the same credentials and endpoint as
+    :func:`client` (s3fs's listing cache off: other clients write these buckets too)."""
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if credentials_block is None:
+        return options
+    creds = session(credentials_block).get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        options.update(key=frozen.access_key, secret=frozen.secret_key)
+        if frozen.token:
+            options["token"] = frozen.token
+    params = _block(credentials_block).aws_client_parameters.get_params_override()
+    client_kwargs = {
+        k: v for k, v in params.items() if k in {"endpoint_url", "verify", "use_ssl"} and v
+    }
+    region = session(credentials_block).region_name
+    if region:
+        client_kwargs["region_name"] = region
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    return options
+
+
+def read_options(path: str, credentials_block: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for a pandas reader of ``path``: credentials for ``s3://`` paths."""
+    if path.startswith("s3://"):
+        return {"storage_options": storage_options(credentials_block)}
+    return {}

@@ -1,0 +1,65 @@
+"""Bounded fan-out: a thread pool fed from an iterator with a cap on work in flight.
+
+A plain ``executor.map`` over a million keys submits them all at once; here
+the iterator is drawn only as results come back, so memory stays flat however
+long it is (the same backpressure s3transfer uses for its transfers).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def bounded_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, in_flight: int | None = None
+) -> Iterator[R]:
+    """Yield ``fn(item)`` for every item, ``workers`` at a time, in completion order.
+
+    The first exception stops new submissions, waits for what is running and is raised.
+    """
+    limit = in_flight or workers * 4
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: set[Future[R]] = set()
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < limit:
+                item = next(source, _END)
+                if item is _END:
+                    exhausted = True
+                else:
+                    pending.add(pool.submit(fn, item))
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                exc = future.exception()
+                if exc is not None:
+                    for other in pending:
+                        other.cancel()
+                    wait(pending)
+                    raise exc
+                yield future.result()
+
+
+_END = object()
+
+
+class Counter:
+    """A thread-safe running total of objects and bytes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.bytes = 0
+
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self.count += 1
+            self.bytes += nbytes

@@ -1,0 +1,158 @@
+"""S3 object helpers every family uses: limits, listing, small objects, uploads with a known
+part size. Clients come from :mod:`tasks.core.clients`; errors are translated by
+:mod:`tasks.core.errors`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from tasks.core.clients import s3_client
+from tasks.core.errors import BucketNotFoundError, http_status, is_missing, s3_errors
+
+MIB = 1024 * 1024
+#: S3 refuses more parts than this in one multipart upload.
+MAX_UPLOAD_PARTS = 10_000
+#: The smallest part S3 accepts (but for the last one).
+MIN_PART_SIZE = 5 * MIB
+#: The AWS CLI's starting part size; it doubles until the parts fit.
+DEFAULT_PART_SIZE = 8 * MIB
+#: Keys per DeleteObjects request (the API's maximum).
+DELETE_BATCH = 1000
+
+__all__ = [
+    "DEFAULT_PART_SIZE",
+    "DELETE_BATCH",
+    "MAX_UPLOAD_PARTS",
+    "MIB",
+    "MIN_PART_SIZE",
+    "check_bucket",
+    "download",
+    "get_text",
+    "head",
+    "iter_objects",
+    "part_size_for",
+    "put_text",
+    "s3_client",
+    "split_s3_uri",
+    "strip_etag",
+    "transfer_config",
+    "upload_path",
+]
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an ``s3://bucket/key`` URI."""
+    from tasks.core.errors import InputError
+
+    if not uri.startswith("s3://") or "/" not in uri[5:] or uri[5:].startswith("/"):
+        raise InputError(f"{uri!r} is not an s3://bucket/key URI")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def check_bucket(client: Any, bucket: str) -> None:
+    """Fail with a clear message when a bucket does not exist or can't be reached."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        status = http_status(exc)
+        if status == 404 or is_missing(exc):
+            raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
+        if status == 403:
+            raise BucketNotFoundError(
+                f"bucket {bucket!r}: access denied with the current credentials"
+            ) from exc
+        raise
+
+
+def iter_objects(client: Any, bucket: str, prefix: str, **kwargs: Any) -> Iterator[dict]:
+    """Every object under a prefix, one page (1,000 keys) in memory at a time."""
+    paginator = client.get_paginator("list_objects_v2")
+    with s3_errors(bucket, prefix):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **kwargs):
+            yield from page.get("Contents", ())
+
+
+def head(client: Any, bucket: str, key: str) -> dict | None:
+    """HeadObject, or None when the key does not exist."""
+    try:
+        return client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        with s3_errors(bucket, key):
+            raise
+
+
+def strip_etag(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+def get_text(client: Any, bucket: str, key: str) -> str | None:
+    """A small text object (sidecars), or None when missing; archived ones say so."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        with s3_errors(bucket, key):
+            raise
+
+
+def put_text(client: Any, bucket: str, key: str, text: str, **extra: Any) -> str:
+    """Write a small text object; returns its ETag."""
+    with s3_errors(bucket, key):
+        response = client.put_object(Bucket=bucket, Key=key, Body=text.encode(), **extra)
+    return strip_etag(response["ETag"])
+
+
+def download(client: Any, bucket: str, key: str, path: Path) -> Path:
+    """Download one object to ``path``; archived or missing objects say so."""
+    with s3_errors(bucket, key):
+        client.download_file(bucket, key, str(path))
+    return path
+
+
+def part_size_for(size: int, start: int = DEFAULT_PART_SIZE) -> int:
+    """The part size the AWS CLI would use: ``start``, doubled until ``size`` fits the parts."""
+    part = max(start, MIN_PART_SIZE)
+    while size > part * MAX_UPLOAD_PARTS:
+        part *= 2
+    return part
+
+
+def transfer_config(part_size: int, concurrency: int) -> TransferConfig:
+    """A TransferConfig whose multipart decision and part size match the computed ETag."""
+    return TransferConfig(
+        multipart_threshold=part_size,
+        multipart_chunksize=part_size,
+        max_concurrency=concurrency,
+        use_threads=concurrency > 1,
+    )
+
+
+def upload_path(
+    client: Any,
+    path: Path,
+    bucket: str,
+    key: str,
+    *,
+    part_size: int,
+    concurrency: int = 8,
+    **extra_args: Any,
+) -> str:
+    """Upload a local file with a known part size; returns the ETag S3 reports for it."""
+    with s3_errors(bucket, key):
+        client.upload_file(
+            str(path),
+            bucket,
+            key,
+            ExtraArgs=extra_args or None,
+            Config=transfer_config(part_size, concurrency),
+        )
+        return strip_etag(client.head_object(Bucket=bucket, Key=key)["ETag"])

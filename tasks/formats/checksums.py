@@ -1,0 +1,87 @@
+"""MD5 and S3 (multipart) ETags computed on the fly, as bytes pass by."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import BinaryIO
+
+from tasks.core.s3 import MIB
+
+
+class MultipartHasher:
+    """The MD5 of a byte stream and the ETag S3 gives it when uploaded in ``part_size`` parts.
+
+    Uploads through :func:`tasks.s3.upload_path` go multipart exactly when the
+    size reaches ``part_size``, so the ETag is the plain MD5 below that and
+    ``md5(part md5s)-N`` from there on, as S3 computes it.
+    """
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.size = 0
+        self._md5 = hashlib.md5()
+        self._part = hashlib.md5()
+        self._part_fill = 0
+        self._part_digests: list[bytes] = []
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self._md5.update(view)
+        self.size += len(view)
+        while view:
+            room = self.part_size - self._part_fill
+            chunk, view = view[:room], view[room:]
+            self._part.update(chunk)
+            self._part_fill += len(chunk)
+            if self._part_fill == self.part_size:
+                self._part_digests.append(self._part.digest())
+                self._part = hashlib.md5()
+                self._part_fill = 0
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def etag(self) -> str:
+        if self.size < self.part_size:
+            return self.md5
+        digests = list(self._part_digests)
+        if self._part_fill:
+            digests.append(self._part.digest())
+        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+class HashingWriter:
+    """A write-only file object that hashes everything written before passing it on."""
+
+    def __init__(self, target: BinaryIO, part_size: int) -> None:
+        self.target = target
+        self.hasher = MultipartHasher(part_size)
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        return self.target.write(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.hasher.size
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+def hash_file(path: Path, part_size: int) -> MultipartHasher:
+    """Hash a local file: its MD5 and the ETag it gets when uploaded in ``part_size`` parts."""
+    hasher = MultipartHasher(part_size)
+    with open(path, "rb") as f:
+        while block := f.read(8 * MIB):
+            hasher.update(block)
+    return hasher

@@ -1,0 +1,125 @@
+"""Prefect tasks over the restore steps: thin wrappers with names for the UI and retries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from tasks.core.clients import s3_client
+from tasks.core.errors import RestoreTimeout
+from tasks.core.retry import PLAIN, TRANSIENT
+from tasks.core.sensor import Backoff, wait_until_done
+from tasks.plates.work import PlateWork
+from tasks.restore import inventory as steps
+from tasks.restore import plates as plate_restore
+from tasks.restore.poll import PendingRestores
+from tasks.restore.requests import request_batch
+
+
+@task(name="inventory", task_run_name="inventory-{bucket}/{prefix}", **PLAIN, **TRANSIENT)
+def take_inventory(
+    bucket: str,
+    prefix: str,
+    workdir: str,
+    filter_in: list[str] | None,
+    filter_out: list[str] | None,
+    batch_size: int,
+    retry_ledger: str | None,
+    credentials_block: str | None,
+) -> steps.Inventory:
+    """List (or read a previous ledger) and classify every object; write request batches."""
+    client = s3_client(credentials_block)
+    if retry_ledger:
+        return steps.inventory_from_ledger(
+            client, bucket, retry_ledger, Path(workdir), batch_size, credentials_block
+        )
+    return steps.take_inventory(
+        client, bucket, prefix, Path(workdir), filter_in, filter_out, batch_size
+    )
+
+
+@task(name="request-restores", task_run_name="request-restores-{batch}", **PLAIN)
+def request_restores(
+    batch: str, bucket: str, tier: str, days: int, workers: int, credentials_block: str | None
+) -> dict[str, int]:
+    """Request restores for one batch of keys; per-key errors are recorded, not raised."""
+    client = s3_client(credentials_block, botocore_retries=False)  # each answer classified
+    return request_batch(client, bucket, Path(batch), tier, days, workers)
+
+
+@task(name="wait-for-restores", task_run_name="wait-for-restores-{bucket}/{prefix}", **PLAIN)
+def wait_for_restores(
+    bucket: str,
+    prefix: str,
+    pending: str,
+    listed: int,
+    backoff: Backoff,
+    credentials_block: str | None = None,
+) -> dict:
+    """The sensor: hold until every pending restore is readable; fail with counts on timeout.
+
+    Re-checks only what is still pending, by listing or HEAD (whichever costs fewer
+    requests), backing off between polls, and keeps a progress artifact up to date.
+    Downstream tasks pass ``wait_for=[this]`` to start only after it.
+    """
+    watched = PendingRestores(s3_client(credentials_block), bucket, prefix, Path(pending), listed)
+    if watched.count == 0:
+        return {"ready": 0, "error": 0, "polls": 0, "requests": 0}
+    waited = wait_until_done(
+        watched.look,
+        total=watched.count,
+        pending=watched.count,
+        backoff=backoff,
+        noun="restores",
+        error=RestoreTimeout,
+        artifact_key="restore-progress",
+        description=f"Restores readable under s3://{bucket}/{prefix}",
+    )
+    return {**waited.counts, "polls": waited.polls, "requests": waited.requests}
+
+
+@task(name="locate-archive", task_run_name="locate-archive-{work.tag}", **PLAIN, **TRANSIENT)
+def locate_archive(work: PlateWork, bundles: list[str]) -> plate_restore.ArchivedPlate:
+    """Find a plate's tarballs, sidecars and stored listing (error names what is missing)."""
+    return plate_restore.locate_archive(work, bundles)
+
+
+@task(name="inventory-keys", **PLAIN, **TRANSIENT)
+def inventory_of_keys(
+    bucket: str, keys: list[str], workdir: str, credentials_block: str | None
+) -> steps.Inventory:
+    """Classify known keys (tarballs and sidecars) by HEAD and batch those to request."""
+    return steps.inventory_of_keys(s3_client(credentials_block), bucket, keys, Path(workdir))
+
+
+@task(name="unpack-bundle", task_run_name="unpack-{work.tag}-{bundle}", **PLAIN, **TRANSIENT)
+def unpack_bundle(
+    work: PlateWork,
+    bundle: str,
+    archived: plate_restore.ArchivedPlate,
+    streaming: bool,
+    index_path: str,
+) -> dict:
+    """Check a tarball (ETag, every member, MD5), then upload its members to their keys."""
+    key, etag = archived.tarballs[bundle], archived.etag[bundle]
+    plate_restore.check_remote_etag(work, key, etag)
+    local = None if streaming else plate_restore.download_tarball(work, key)
+    dest = str(work.path("unpack"))
+    index = plate_restore.LiveIndex(Path(index_path))
+    try:
+        files, nbytes = plate_restore.scan_tarball(
+            work, bundle, key, local, etag, archived.md5[bundle], dest
+        )
+        count = plate_restore.upload_members(work, bundle, key, local, etag, index, dest)
+    finally:
+        index.close()
+        if local is not None:
+            local.unlink(missing_ok=True)
+    return {"files": files, "bytes": nbytes, "uploaded": count.uploaded, "skipped": count.skipped}
+
+
+@task(name="verify-restored", task_run_name="verify-restored-{work.tag}", **PLAIN, **TRANSIENT)
+def verify_restored(work: PlateWork, bundles: list[str], listing_key: str) -> int:
+    """Every key of the stored listing is back in the live bucket with its size."""
+    return plate_restore.verify_restored(work, bundles, listing_key)

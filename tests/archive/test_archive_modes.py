@@ -1,0 +1,93 @@
+"""Staged and streaming archives are the same archive, for gzip and zstd."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, source_keys
+
+from flows.archive import archive_plates
+from loopback.seed import PlateShape
+from tasks.core.errors import PlatesFailedError
+
+# a backend blob above the read-ahead limit and a tarball of several multipart parts
+SHAPE = PlateShape(
+    images=12,
+    image_bytes=256 * 1024,
+    illum_bytes=64 * 1024,
+    csv_bytes=32 * 1024,
+    backend_bytes=20 * 1024 * 1024,
+)
+BACKUP = f"projects/{PROJECT}/workspace/backup/"
+
+
+def archive_once(s3, csv: str, tmp_path, compression: str, streaming: bool) -> dict:
+    """Archive, collect every artifact of the archive, then clear it for the next mode."""
+    rows = archive_plates(
+        csv,
+        PROJECT,
+        BATCH,
+        LIVE,
+        COLD,
+        scratch_dir=str(tmp_path / "s"),
+        compression=compression,
+        streaming=streaming,
+        storage_class="STANDARD",
+    )
+    assert rows[0]["status"] == "archived"
+    seen: dict[str, bytes | str] = {}
+    for bucket, prefix in ((COLD, ""), (LIVE, BACKUP)):
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            if ".tar." in o["Key"]:
+                path = tmp_path / "t"
+                path.write_bytes(body)
+                flag = "--zstd" if compression == "zstd" else "--gzip"
+                body = subprocess.run(
+                    ["tar", flag, "--quoting-style=literal", "-tvf", str(path)],
+                    check=True,
+                    capture_output=True,
+                ).stdout
+                seen[o["Key"] + " ETag"] = o["ETag"]
+            if "untrimmed" not in o["Key"]:  # its times differ between two uploads
+                seen[o["Key"]] = body
+            s3.delete_object(Bucket=bucket, Key=o["Key"])
+    return seen
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_streaming_equals_staged(s3, seed, plates_csv, tmp_path, compression):
+    seed(SPACED, shape=SHAPE)
+    csv = plates_csv(SPACED)
+    staged = archive_once(s3, csv, tmp_path, compression, streaming=False)
+    streamed = archive_once(s3, csv, tmp_path, compression, streaming=True)
+    assert staged == streamed
+    assert any(k.endswith(" ETag") and "-" in v for k, v in staged.items())  # multipart
+
+
+def test_streaming_refuses_a_source_changed_mid_stream(s3, seed, plates_csv, tmp_path, loopback):
+    originals = seed(SPACED, shape=SHAPE)
+    victim = next(k for k in originals if k.endswith(".sqlite"))
+    loopback.on_request(
+        "GetObject", r"\.tiff$", lambda: s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed")
+    )
+    with pytest.raises(PlatesFailedError) as failed:
+        archive_plates(
+            plates_csv(SPACED),
+            PROJECT,
+            BATCH,
+            LIVE,
+            COLD,
+            scratch_dir=str(tmp_path / "s"),
+            streaming=True,
+            delete_source=True,
+        )
+    assert f"{victim} changed after it was listed" in failed.value.summary[0]["message"]
+    assert set(source_keys(s3)) == set(originals)
+    assert not [
+        o
+        for o in s3.list_objects_v2(Bucket=COLD).get("Contents", [])
+        if o["Key"].endswith(".etag") and "backend" in o["Key"]
+    ]
+    assert s3.list_multipart_uploads(Bucket=COLD).get("Uploads", []) == []

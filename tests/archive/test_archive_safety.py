@@ -1,0 +1,334 @@
+"""Nothing is deleted that is not verified; bad input fails before any write; re-runs are safe."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, live_keys, source_keys
+from prefect.exceptions import ParameterTypeError
+
+from flows.archive import archive_plates
+from tasks.core.errors import BucketNotFoundError, InputError, PlatesFailedError, PlatesFileError
+
+PLATE_B = ("BR00099999", "BR00099999__2018-01-01T00_00_00-Measurement 2")
+WRITES = {
+    "PutObject",
+    "MultipartPost",
+    "MultipartPut",
+    "DeleteObjects",
+    "DeleteObject",
+    "RestoreObject",
+}
+
+
+def run(csv: str, tmp_path, **kwargs):
+    return archive_plates(
+        csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "scratch"), **kwargs
+    )
+
+
+def writes(loopback) -> dict[str, int]:
+    return {op: n for op, n in loopback.request_counts.items() if op in WRITES}
+
+
+def cold_keys(s3) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=COLD).get("Contents", [])}
+
+
+# --- verification gates deletion -------------------------------------------------------------
+
+
+def test_delete_source_deletes_exactly_the_verified_objects(s3, seed, plates_csv, tmp_path):
+    originals = seed(SPACED, PLATE_B)
+    bystander = f"projects/{PROJECT}/{BATCH}/images/{SPACED[1]}-other/keep.tiff"
+    s3.put_object(Bucket=LIVE, Key=bystander, Body=b"not this plate")
+    result = run(plates_csv(SPACED, PLATE_B), tmp_path, delete_source=True)
+    assert [r["status"] for r in result] == ["archived", "archived"]
+    assert sum(r["deleted"] for r in result) == len(originals)
+    assert source_keys(s3) == {bystander: s3.head_object(Bucket=LIVE, Key=bystander)["ETag"]}
+
+
+def test_etag_mismatch_keeps_every_source(s3, seed, plates_csv, tmp_path, loopback):
+    originals = seed(SPACED)
+    before = source_keys(s3)
+    loopback.override_header("HEAD", r"_backend\.tar\.gz$", "ETag", '"0123456789abcdef"')
+    with pytest.raises(PlatesFailedError) as failed:
+        run(plates_csv(SPACED), tmp_path, delete_source=True)
+    row = failed.value.summary[0]
+    assert row["status"] == "failed" and row["deleted"] == 0
+    assert "remote ETag 0123456789abcdef differs from the local" in row["message"]
+    assert source_keys(s3) == before and set(originals) <= set(before)
+    assert not any(k.endswith("_backend.etag") for k in cold_keys(s3))
+
+
+def test_source_changed_and_added_after_listing_keeps_every_source(
+    s3, seed, plates_csv, tmp_path, loopback
+):
+    originals = seed(SPACED)
+    changed = next(k for k in originals if k.endswith(".tiff"))
+    added = f"projects/{PROJECT}/{BATCH}/illum/{SPACED[0]}/late arrival.npy"
+
+    def meddle() -> None:  # while the last tarball uploads: after staging, before the gate
+        s3.put_object(Bucket=LIVE, Key=changed, Body=b"rewritten")
+        s3.put_object(Bucket=LIVE, Key=added, Body=b"new")
+
+    loopback.on_request("PutObject", r"_backend\.tar\.gz$", meddle)
+    with pytest.raises(PlatesFailedError) as failed:
+        run(plates_csv(SPACED), tmp_path, delete_source=True)
+    row = failed.value.summary[0]
+    assert row["status"] == "failed" and row["verified"] and row["deleted"] == 0
+    assert row["kept"] == len(originals)
+    assert repr(changed) in row["message"] and repr(added) in row["message"]
+    assert "1 changed" in row["message"] and "1 appeared" in row["message"]
+    assert set(originals) | {added} == set(source_keys(s3))
+
+
+def test_source_changed_while_staging_fails_the_plate(s3, seed, plates_csv, tmp_path, loopback):
+    originals = seed(SPACED)
+    victim = sorted(k for k in originals if "/images/" in k)[-1]
+    loopback.on_request(
+        "GetObject", r"/images/", lambda: s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed")
+    )
+    with pytest.raises(PlatesFailedError) as failed:
+        run(plates_csv(SPACED), tmp_path, delete_source=True, transfer_concurrency=1)
+    message = failed.value.summary[0]["message"]
+    assert f"s3://{LIVE}/{victim} changed after it was listed" in message
+    assert set(originals) == set(source_keys(s3))
+    assert not any(k.endswith(".etag") for k in cold_keys(s3))
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plate_id\nA\n", "missing column(s) plate_id_full"),
+        ("", "the file is empty"),
+        ("plate_id,plate_id_full\n", "no plates listed"),
+        ("plate_id,plate_id_full\nA,A_full\nA,A_other\n", "plate_id 'A' is listed more than once"),
+        ("plate_id,plate_id_full\nA/B,A_full\n", "contains a slash"),
+        ("plate_id,plate_id_full\nA,..\n", "contains '..'"),
+        ("plate_id,plate_id_full\nA,A\x07full\n", "contains a control character"),
+        ("plate_id,plate_id_full\nA,\n", "plate_id_full is empty"),
+    ],
+)
+def test_bad_plates_csv_fails_before_any_write(
+    s3, seed, plates_csv, tmp_path, loopback, text, expected
+):
+    seed(SPACED)
+    before = source_keys(s3)
+    loopback.clear_faults()  # forget the seeding's requests
+    with pytest.raises(PlatesFileError, match=r"plates\.csv") as failed:
+        run(plates_csv(text=text), tmp_path, delete_source=True)
+    assert expected in str(failed.value)
+    assert loopback.request_counts == {}
+    assert source_keys(s3) == before
+
+
+def test_missing_plates_csv(tmp_path, loopback):
+    with pytest.raises(PlatesFileError, match="no such file"):
+        run(str(tmp_path / "nope.csv"), tmp_path)
+
+
+def test_unknown_bucket_fails_before_any_write(s3, seed, plates_csv, tmp_path, loopback):
+    seed(SPACED)
+    loopback.clear_faults()
+    with pytest.raises(BucketNotFoundError, match="bucket 'no-such-cold' does not exist"):
+        archive_plates(
+            plates_csv(SPACED),
+            PROJECT,
+            BATCH,
+            LIVE,
+            "no-such-cold",
+            scratch_dir=str(tmp_path),
+            delete_source=True,
+        )
+    assert writes(loopback) == {}
+
+
+def test_bad_storage_class_fails_before_any_s3_call(s3, plates_csv, tmp_path, loopback):
+    loopback.clear_faults()
+    with pytest.raises(ParameterTypeError, match="storage_class"):
+        run(plates_csv(SPACED), tmp_path, storage_class="FROZEN_SOLID")
+    assert loopback.request_counts == {}
+
+
+@pytest.mark.parametrize("field", ["project_name", "batch_id"])
+def test_bad_project_or_batch_fails_before_any_s3_call(s3, plates_csv, tmp_path, loopback, field):
+    loopback.clear_faults()
+    names = {"project_name": PROJECT, "batch_id": BATCH, field: "../escape"}
+    with pytest.raises(InputError, match=f"{field} '../escape'"):
+        archive_plates(
+            plates_csv(SPACED), bucket=LIVE, cold_bucket=COLD, scratch_dir=str(tmp_path), **names
+        )
+    assert loopback.request_counts == {}
+
+
+def test_empty_plate_is_reported_and_others_go_on(s3, seed, plates_csv, tmp_path):
+    seed(SPACED)
+    with pytest.raises(PlatesFailedError, match="1 of 2 plates not archived") as failed:
+        run(plates_csv(SPACED, ("EMPTY1", "EMPTY1_full")), tmp_path)
+    rows = {r["plate_id"]: r for r in failed.value.summary}
+    assert rows[SPACED[0]]["status"] == "archived"
+    assert rows["EMPTY1"]["status"] == "empty"
+    assert "every prefix is empty" in rows["EMPTY1"]["message"]
+    assert not any("EMPTY1" in k for k in cold_keys(s3))
+    assert not any("EMPTY1" in k for k in live_keys(s3))
+
+
+def test_scratch_too_small_fails_before_staging(s3, seed, plates_csv, tmp_path):
+    originals = seed(SPACED)
+    small = tmp_path / "tiny"
+    small.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with pytest.raises(PlatesFailedError) as failed:
+            archive_plates(
+                plates_csv(SPACED),
+                PROJECT,
+                BATCH,
+                LIVE,
+                COLD,
+                scratch_dir=str(small),
+                delete_source=True,
+            )
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    message = failed.value.summary[0]["message"]
+    assert "MiB free" in message and "needs" in message and "scratch" in message
+    assert cold_keys(s3) == set()
+    assert set(originals) == set(source_keys(s3))
+
+
+def test_key_the_layout_cannot_hold_fails_the_plate(s3, seed, plates_csv, tmp_path):
+    originals = seed(SPACED)
+    bad = f"projects/{PROJECT}/workspace/backend/{BATCH}/{SPACED[0]}/tab\there.csv"
+    s3.put_object(Bucket=LIVE, Key=bad, Body=b"x")
+    with pytest.raises(PlatesFailedError) as failed:
+        run(plates_csv(SPACED), tmp_path, delete_source=True)
+    assert "contains a control character" in failed.value.summary[0]["message"]
+    assert set(originals) | {bad} == set(source_keys(s3))
+    assert cold_keys(s3) == set()
+
+
+# --- re-runs, dry runs, transient errors -----------------------------------------------------
+
+
+def test_rerun_skips_complete_archives_then_deletes_on_request(
+    s3, seed, plates_csv, tmp_path, loopback
+):
+    originals = seed(SPACED)
+    csv = plates_csv(SPACED)
+    first = run(csv, tmp_path)
+    assert first[0]["status"] == "archived"
+    tarball_etags = {k: s3.head_object(Bucket=COLD, Key=k)["ETag"] for k in cold_keys(s3)}
+
+    loopback.clear_faults()
+    second = run(csv, tmp_path)
+    assert second[0]["status"] == "skipped"
+    assert writes(loopback) == {}
+
+    third = run(csv, tmp_path, delete_source=True)  # deletes against the recorded listing
+    assert third[0]["status"] == "skipped" and third[0]["deleted"] == len(originals)
+    assert source_keys(s3) == {}
+    assert {k: s3.head_object(Bucket=COLD, Key=k)["ETag"] for k in cold_keys(s3)} == tarball_etags
+
+
+def test_rerun_refuses_to_delete_objects_changed_since_the_recorded_run(
+    s3, seed, plates_csv, tmp_path
+):
+    originals = seed(SPACED)
+    csv = plates_csv(SPACED)
+    run(csv, tmp_path)
+    changed = sorted(originals)[0]
+    s3.put_object(Bucket=LIVE, Key=changed, Body=b"a different size")
+    with pytest.raises(PlatesFailedError) as failed:
+        run(csv, tmp_path, delete_source=True)
+    assert repr(changed) in failed.value.summary[0]["message"]
+    assert set(source_keys(s3)) == set(originals)
+
+
+def test_incomplete_archive_is_redone(s3, seed, plates_csv, tmp_path):
+    seed(SPACED)
+    csv = plates_csv(SPACED)
+    run(csv, tmp_path)
+    etag_sidecar = next(k for k in cold_keys(s3) if k.endswith("_backend.etag"))
+    s3.delete_object(Bucket=COLD, Key=etag_sidecar)
+    again = run(csv, tmp_path)
+    assert again[0]["status"] == "archived"
+    assert etag_sidecar in cold_keys(s3)
+
+
+def test_dry_run_writes_nothing(s3, seed, plates_csv, tmp_path, loopback):
+    originals = seed(SPACED)
+    loopback.clear_faults()
+    result = run(plates_csv(SPACED), tmp_path, dry_run=True, delete_source=True)
+    assert result[0]["status"] == "dry-run"
+    assert result[0]["objects"] == len(originals)
+    assert result[0]["bytes"] == sum(len(v) for v in originals.values())
+    assert writes(loopback) == {}
+    assert not (tmp_path / "scratch").exists()
+
+
+def test_throttled_endpoint_still_archives_everything(s3, seed, plates_csv, tmp_path, loopback):
+    originals = seed(SPACED)
+    loopback.throttle(rate=0.3, operation="GetObject")
+    loopback.throttle(rate=0.3, operation="ListObjects")
+    result = run(plates_csv(SPACED), tmp_path, delete_source=True)
+    assert result[0]["status"] == "archived" and result[0]["deleted"] == len(originals)
+    assert source_keys(s3) == {}
+
+
+def test_zstd_archives_read_with_gnu_tar(s3, seed, plates_csv, tmp_path):
+    originals = seed(SPACED)
+    result = run(plates_csv(SPACED), tmp_path, compression="zstd", storage_class="STANDARD")
+    members = []
+    for bundle in result[0]["tarballs"].values():
+        assert bundle["key"].endswith(".tar.zst")
+        path = tmp_path / "t.tar.zst"
+        s3.download_file(COLD, bundle["key"], str(path))
+        members += subprocess.run(
+            ["tar", "--zstd", "--quoting-style=literal", "-tf", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+    tag = result[0]["tag"]
+    assert sorted(members) == sorted(f"{tag}/{k.removeprefix('projects/')}" for k in originals)
+
+
+# --- plates in parallel ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_max_parallel_plates_bounds_concurrency(s3, seed, plates_csv, tmp_path, loopback, parallel):
+    seed(SPACED, PLATE_B)
+    # every tarball upload takes 1.5 s: each plate lasts seconds, whatever the machine's load
+    loopback.on_request("PutObject", r"\.tar\.gz$", lambda: time.sleep(1.5), times=100)
+    result = run(plates_csv(SPACED, PLATE_B), tmp_path, max_parallel_plates=parallel)
+    (_, first_end), (second_start, _) = sorted((r["started"], r["finished"]) for r in result)
+    overlap = second_start < first_end
+    assert overlap is (parallel == 2)
+
+
+def test_two_runs_never_archive_the_same_plate_at_once(s3, seed, plates_csv, tmp_path):
+    seed(SPACED)
+    csv = plates_csv(SPACED)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(run, csv, tmp_path / str(i)) for i in range(2)]
+        rows = [r.result()[0] for r in runs]
+    assert sorted(r["status"] for r in rows) == ["archived", "skipped"]
+    archived = next(r for r in rows if r["status"] == "archived")
+    skipped = next(r for r in rows if r["status"] == "skipped")
+    assert skipped["started"] >= archived["finished"]  # it waited for the plate's slot

@@ -1,0 +1,287 @@
+"""restore_prefix against the loopback endpoint's archive tiers."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+from conftest import COLD
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.restore import restore_prefix
+from tasks.core.errors import InputError, RestoreTimeout
+from tasks.restore.requests import restore_request
+
+P = "restore/"
+MIXED = {
+    "std.bin": "STANDARD",
+    "ir.bin": "GLACIER_IR",
+    "glacier a.bin": "GLACIER",
+    "glacier b.bin": "GLACIER",
+    "deep.bin": "DEEP_ARCHIVE",
+    "it hot.bin": "INTELLIGENT_TIERING",
+    "it archive.bin": "INTELLIGENT_TIERING",
+    "it deep.bin": "INTELLIGENT_TIERING",
+    "glacier restored.bin": "GLACIER",
+    "glacier ongoing.bin": "GLACIER",
+}
+
+
+def run(tmp_path, **kwargs):
+    kwargs.setdefault("poll_interval", 0.2)
+    kwargs.setdefault("max_poll_interval", 1.0)
+    return restore_prefix(COLD, kwargs.pop("prefix", P), work_dir=str(tmp_path / "work"), **kwargs)
+
+
+@pytest.fixture
+def mixed(s3, loopback):
+    for name, storage_class in MIXED.items():
+        s3.put_object(
+            Bucket=COLD, Key=P + name, Body=b"data " + name.encode(), StorageClass=storage_class
+        )
+    loopback.tiers.archive(COLD, P + "it archive.bin", "ARCHIVE_ACCESS")
+    loopback.tiers.archive(COLD, P + "it deep.bin", "DEEP_ARCHIVE_ACCESS")
+    s3.restore_object(
+        Bucket=COLD,
+        Key=P + "glacier restored.bin",
+        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Bulk"}},
+    )
+    loopback.tiers.durations["Bulk"] = 3600
+    s3.restore_object(
+        Bucket=COLD,
+        Key=P + "glacier ongoing.bin",
+        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Bulk"}},
+    )
+    loopback.tiers.requests.clear()
+    loopback.clear_faults()  # and the request counts
+    return s3
+
+
+def ledger_of(result) -> dict[str, str]:
+    frame = pd.read_csv(result["ledger"], dtype=str, keep_default_na=False)
+    assert list(frame.columns) == ["key", "storage_class", "size", "status", "message"]
+    return dict(zip(frame["key"].str.removeprefix(P), frame["status"], strict=True))
+
+
+def test_request_shapes():
+    assert restore_request("GLACIER", "Bulk", 3) == {
+        "Days": 3,
+        "GlacierJobParameters": {"Tier": "Bulk"},
+    }
+    assert restore_request("DEEP_ARCHIVE", "Standard", 7)["Days"] == 7
+    assert restore_request("ARCHIVE_ACCESS", "Standard", 7) == {
+        "GlacierJobParameters": {"Tier": "Standard"}
+    }
+
+
+def test_mixed_prefix_gets_the_right_request_per_object(mixed, loopback, tmp_path):
+    result = run(tmp_path, wait=False, days=5)
+    assert {(k.removeprefix(P), days, tier) for _, k, days, tier in loopback.tiers.requests} == {
+        ("glacier a.bin", 5, "Standard"),
+        ("glacier b.bin", 5, "Standard"),
+        ("deep.bin", 5, "Standard"),
+        ("it archive.bin", None, "Standard"),
+        ("it deep.bin", None, "Standard"),
+    }
+    assert ledger_of(result) == {
+        "std.bin": "not-archived",
+        "ir.bin": "not-archived",
+        "it hot.bin": "not-archived",
+        "glacier restored.bin": "restored",
+        "glacier ongoing.bin": "in-progress",
+        "glacier a.bin": "requested",
+        "glacier b.bin": "requested",
+        "deep.bin": "requested",
+        "it archive.bin": "requested",
+        "it deep.bin": "requested",
+    }
+    assert (
+        result["not-archived"],
+        result["restored"],
+        result["in-progress"],
+        result["requested"],
+        result["error"],
+    ) == (3, 1, 1, 5, 0)
+    # the listing told the storage classes: HEAD only for Intelligent-Tiering objects
+    assert loopback.request_counts["HeadObject"] == 3
+
+
+def test_filters(mixed, loopback, tmp_path):
+    result = run(tmp_path, wait=False, filter_in=["glacier", "deep"], filter_out=["b.bin"])
+    assert set(ledger_of(result)) == {
+        "glacier a.bin",
+        "deep.bin",
+        "it deep.bin",
+        "glacier restored.bin",
+        "glacier ongoing.bin",
+    }
+
+
+def test_dry_run_requests_nothing(mixed, loopback, tmp_path):
+    result = run(tmp_path, dry_run=True)
+    assert result["archived"] == 5
+    assert loopback.tiers.requests == []
+
+
+def test_ledger_round_trip_and_retry_of_errors(mixed, loopback, tmp_path):
+    loopback.inject_error(
+        "POST",
+        r"glacier [ab]\.bin$",
+        status=403,
+        code="AccessDenied",
+        message="Access Denied",
+        operation="RestoreObject",
+    )
+    first = run(tmp_path, wait=False, ledger_s3_uri=f"s3://{COLD}/ledgers/first.csv")
+    assert first["error"] == 2
+    ledger = ledger_of(first)
+    assert ledger["glacier a.bin"] == ledger["glacier b.bin"] == "error"
+    frame = pd.read_csv(first["ledger"], keep_default_na=False)
+    assert frame.loc[frame.key == P + "glacier a.bin", "message"].item().startswith("AccessDenied")
+    assert mixed.head_object(Bucket=COLD, Key="ledgers/first.csv")["ContentLength"] > 0
+
+    loopback.clear_faults()
+    loopback.tiers.requests.clear()
+    second = run(tmp_path, wait=False, retry_ledger=f"s3://{COLD}/ledgers/first.csv")
+    assert sorted(k.removeprefix(P) for _, k, _, _ in loopback.tiers.requests) == [
+        "glacier a.bin",
+        "glacier b.bin",
+    ]
+    after = ledger_of(second)
+    assert after["glacier a.bin"] == after["glacier b.bin"] == "requested"
+    assert {
+        k: v
+        for k, v in after.items()
+        if "glacier " not in k or k.endswith("ongoing.bin") or k.endswith("restored.bin")
+    } == {
+        k: v
+        for k, v in ledger.items()
+        if "glacier " not in k or k.endswith("ongoing.bin") or k.endswith("restored.bin")
+    }
+
+
+def test_expedited_falls_back_to_standard(s3, loopback, tmp_path):
+    s3.put_object(Bucket=COLD, Key=P + "g.bin", Body=b"g", StorageClass="GLACIER")
+    loopback.tiers.expedited_unavailable = True
+    result = run(tmp_path, tier="Expedited", wait=False)
+    assert result["requested"] == 1 and result["fell_back"] == 1
+    assert [(d, t) for _, _, d, t in loopback.tiers.requests] == [(7, "Expedited"), (7, "Standard")]
+
+
+def test_expedited_on_deep_archive_is_refused_before_any_request(mixed, loopback, tmp_path):
+    with pytest.raises(InputError, match=r"Expedited retrieval is not offered for DEEP_ARCHIVE"):
+        run(tmp_path, tier="Expedited")
+    assert loopback.tiers.requests == []
+    assert "RestoreObject" not in loopback.request_counts
+
+
+def test_expensive_expedited_needs_allow_expensive(s3, loopback, tmp_path):
+    for i in range(3):
+        s3.put_object(Bucket=COLD, Key=f"{P}{i}.bin", Body=b"z" * 1000, StorageClass="GLACIER")
+    with pytest.raises(InputError, match=r"would cost about \$0\.03.*allow_expensive=True"):
+        run(tmp_path, tier="Expedited", expensive_objects=2)
+    assert loopback.tiers.requests == []
+    assert (
+        run(tmp_path, tier="Expedited", expensive_objects=2, allow_expensive=True, wait=False)[
+            "requested"
+        ]
+        == 3
+    )
+
+
+def test_sensor_holds_downstream_until_restores_finish(s3, loopback, tmp_path):
+    keys = [f"{P}{i:03d} sensor.bin" for i in range(30)]
+    for key in keys:
+        s3.put_object(Bucket=COLD, Key=key, Body=b"cold " + key.encode(), StorageClass="GLACIER")
+    loopback.tiers.durations["Standard"] = 2.0
+
+    @task
+    def read_all() -> tuple[float, int]:
+        return time.monotonic(), sum(
+            len(s3.get_object(Bucket=COLD, Key=k)["Body"].read()) for k in keys
+        )
+
+    @flow
+    def restore_then_read() -> tuple[dict, float, int]:
+        started = time.monotonic()
+        counts = restore_prefix(
+            COLD, P, poll_interval=0.2, max_poll_interval=0.5, work_dir=str(tmp_path / "w")
+        )
+        read_at, nbytes = read_all()
+        return counts, read_at - started, nbytes
+
+    counts, waited, nbytes = restore_then_read()
+    assert counts["requested"] == 30 and counts["ready"] == 30
+    assert waited >= 2.0  # the reads came after the restores, which took 2 s
+    assert nbytes == sum(len(b"cold " + k.encode()) for k in keys)
+
+
+def test_reading_while_in_progress_fails_at_the_endpoint(s3, loopback, tmp_path):
+    s3.put_object(Bucket=COLD, Key=P + "slow.bin", Body=b"s", StorageClass="DEEP_ARCHIVE")
+    loopback.tiers.durations["Standard"] = 30
+    run(tmp_path, wait=False)
+    with pytest.raises(s3.exceptions.ClientError, match="InvalidObjectState"):
+        s3.get_object(Bucket=COLD, Key=P + "slow.bin")
+
+
+def test_sensor_timeout_fails_with_counts(s3, loopback, tmp_path):
+    for i in range(4):
+        s3.put_object(Bucket=COLD, Key=f"{P}{i}.bin", Body=b"t", StorageClass="GLACIER")
+    loopback.tiers.durations["Standard"] = 60
+    with pytest.raises(RestoreTimeout, match="4 of 4 restores still in progress") as failed:
+        run(tmp_path, timeout=1.0)
+    assert failed.value.counts == {"ready": 0, "in-progress": 4, "error": 0}
+
+
+def test_throttling_is_retried_and_nothing_is_lost(s3, loopback, tmp_path):
+    loopback.bulk_put(COLD, (f"{P}{i:04d}.bin" for i in range(300)), storage_class="GLACIER")
+    loopback.throttle(rate=0.3, operation="RestoreObject")
+    loopback.throttle(rate=0.3, operation="ListObjects")
+    result = run(tmp_path, wait=True)
+    assert (result["requested"], result["error"], result["ready"]) == (300, 0, 300), result
+    assert len({k for _, k, _, _ in loopback.tiers.requests}) == 300
+
+
+def test_twenty_thousand_objects_with_few_task_runs(s3, loopback, tmp_path):
+    n = 20_000
+    loopback.bulk_put(COLD, (f"{P}big/{i:06d}.tif" for i in range(n)), storage_class="GLACIER")
+    loopback.tiers.durations["Standard"] = 1.0
+
+    @flow
+    def big() -> tuple[dict, str]:
+        from prefect.runtime import flow_run
+
+        return restore_prefix(
+            COLD,
+            P + "big/",
+            poll_interval=0.5,
+            max_poll_interval=2.0,
+            parallel_batches=2,
+            work_dir=str(tmp_path / "w"),
+        ), flow_run.id
+
+    counts, run_id = big()
+    assert counts["requested"] == n and counts["ready"] == n and counts["error"] == 0
+    requests = loopback.request_counts
+    assert requests["RestoreObject"] == n
+    sensor_and_listing = requests["ListObjects"] + requests.get("HeadObject", 0)
+    assert sensor_and_listing <= 2 * n / 100  # listing polls: 1,000 keys a request
+
+    async def count_task_runs() -> int:
+        async with get_client() as client:
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run_id]})
+            )
+            ids = [run_id, *(c.id for c in children)]
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+            )
+            return len(runs)
+
+    import asyncio
+
+    task_runs = asyncio.run(count_task_runs())
+    assert 20 <= task_runs <= 30  # inventory + 20 batches + sensor, not one per object

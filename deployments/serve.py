@@ -2,32 +2,61 @@
 
     python -m deployments.serve
 
-For people who want the UI's "Run" button and schedules without setting up a
-work pool and worker: each flow becomes a deployment served here (the same
-names and schedule as prefect.yaml). Needs a Prefect API (PREFECT_API_URL).
+For people who want the UI's "Run" button and schedules without setting up a work pool
+and worker. The deployments are read from prefect.yaml (names, entrypoints, descriptions,
+tags, schedules, concurrency limits), so the two can't drift. Needs a Prefect API
+(PREFECT_API_URL).
 """
 
 from __future__ import annotations
 
-from prefect import serve
+import importlib.util
+from pathlib import Path
+from typing import Any
 
-from flows.archive import archive_plates
-from flows.restore import restore_plates, restore_prefix
-from flows.sweep import restore_progress_sweep
+import yaml
+from prefect import Flow, serve
+from prefect.client.schemas.schedules import construct_schedule
 
-#: The sweep's schedule, as in prefect.yaml.
-SWEEP_CRON = "0 * * * *"
+ROOT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = ROOT / "prefect.yaml"
 
 
-def deployments() -> list:
-    return [
-        archive_plates.to_deployment(name="archive-plates", tags=["coldflow", "archive"]),
-        restore_prefix.to_deployment(name="restore-prefix", tags=["coldflow", "restore"]),
-        restore_plates.to_deployment(name="restore-plates", tags=["coldflow", "restore"]),
-        restore_progress_sweep.to_deployment(
-            name="restore-progress-sweep", cron=SWEEP_CRON, tags=["coldflow", "restore"]
-        ),
-    ]
+def declared(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    """The deployments prefect.yaml declares."""
+    return yaml.safe_load(path.read_text())["deployments"]
+
+
+def load_flow(entrypoint: str) -> Flow:
+    """The flow an entrypoint (``flows/archive.py:archive_plates``) names."""
+    file, _, name = entrypoint.partition(":")
+    module = ".".join(Path(file).with_suffix("").parts)
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        raise LookupError(f"no module {module} for entrypoint {entrypoint}")
+    return getattr(importlib.import_module(module), name)
+
+
+def deployments(path: Path = PREFECT_YAML) -> list:
+    """Every deployment of prefect.yaml, made servable from this process."""
+    made = []
+    for spec in declared(path):
+        flow = load_flow(spec["entrypoint"])
+        schedules = [
+            construct_schedule(cron=s["cron"], timezone=s.get("timezone"))
+            for s in spec.get("schedules") or []
+        ]
+        made.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                schedules=schedules or None,
+                concurrency_limit=spec.get("concurrency_limit"),
+                parameters=spec.get("parameters") or {},
+            )
+        )
+    return made
 
 
 def main() -> None:

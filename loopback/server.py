@@ -37,6 +37,7 @@ from werkzeug.serving import make_server
 
 from loopback.net import LOOPBACK_CREDENTIALS, free_port
 from loopback.tiers import ArchiveTiers
+from loopback.vault import VaultJobs
 
 
 @dataclass
@@ -48,11 +49,14 @@ class Request:
     key: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    service: str = "s3"
 
     @property
     def operation(self) -> str:
-        """A rough S3 operation name, for counting."""
+        """A rough operation name, for counting (Glacier's prefixed ``Glacier:``)."""
         q = self.query
+        if self.service == "glacier":
+            return "Glacier:" + _glacier_operation(self.method, self.key)
         if self.method == "POST" and "restore" in q:
             return "RestoreObject"
         if self.method == "POST" and "delete" in q:
@@ -85,6 +89,26 @@ class Rule:
     hits: int = 0
 
 
+#: The access key id in a SigV4 Authorization header, and the service it signed for.
+_SIGNER = re.compile(r"Credential=([^/,\s]+)/")
+_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+
+
+def _glacier_operation(method: str, path: str) -> str:
+    """InitiateJob, DescribeJob, GetJobOutput, ListJobs, UploadArchive, DeleteArchive, ..."""
+    parts = path.split("/")  # vaults/V/... after the account id
+    tail = parts[2:] if len(parts) > 2 else []
+    if tail[:1] == ["jobs"]:
+        if len(tail) == 1:
+            return "InitiateJob" if method == "POST" else "ListJobs"
+        return "GetJobOutput" if tail[-1] == "output" else "DescribeJob"
+    if tail[:1] == ["archives"]:
+        return "UploadArchive" if method == "POST" else "DeleteArchive"
+    return {"GET": "DescribeVault", "PUT": "CreateVault", "DELETE": "DeleteVault"}.get(
+        method, method + "Vault"
+    )
+
+
 def _error_body(code: str, message: str) -> bytes:
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
@@ -99,8 +123,11 @@ class FaultInjector:
         self.app = app
         self.rules: list[Rule] = []
         self.counts: Counter[str] = Counter()
+        #: Requests by the access key id that signed them (which credentials a run used).
+        self.access_keys: Counter[str] = Counter()
         self.responders: list[Callable[[Request, Any, Callable], Iterable[bytes] | None]] = []
         self.tiers = ArchiveTiers()
+        self.vaults = VaultJobs()
         self._lock = threading.Lock()
         self._random = Random(seed)
 
@@ -110,12 +137,14 @@ class FaultInjector:
         headers = {
             k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
         }
+        scope = _SCOPE.search(headers.get("authorization", ""))
         return Request(
             environ["REQUEST_METHOD"],
             bucket,
             key,
             parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
             headers,
+            scope.group(1) if scope else "s3",
         )
 
     def _control(self, path: str, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -172,15 +201,20 @@ class FaultInjector:
         if path.startswith("/_loopback/"):
             return self._control(path, environ, start_response)
         request = self._request(environ)
+        signer = _SIGNER.search(environ.get("HTTP_AUTHORIZATION", ""))
         with self._lock:
             self.counts[request.operation] += 1
+            self.access_keys[signer.group(1) if signer else "(unsigned)"] += 1
         for responder in list(self.responders):
             answer = responder(request, environ, start_response)
             if answer is not None:
                 return answer
         rule = self._pick(request)
         if rule is None:
-            answer = self.tiers.handle(request, environ, start_response, self.app)
+            if request.service == "glacier":
+                answer = self.vaults.handle(environ, start_response, self.app)
+            else:
+                answer = self.tiers.handle(request, environ, start_response, self.app)
             return self.app(environ, start_response) if answer is None else answer
         if rule.status:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -240,6 +274,7 @@ class LoopbackS3:
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=30).raise_for_status()
         self.clear_faults()
         self.tiers.reset()
+        self.vaults.reset()
 
     def bulk_put(
         self, bucket: str, keys: Iterable[str], body: bytes = b"x", storage_class: str = "STANDARD"
@@ -254,6 +289,12 @@ class LoopbackS3:
         assert self.injector is not None
         return self.injector.tiers
 
+    @property
+    def vaults(self) -> VaultJobs:
+        """Glacier vault jobs: durations per tier, output window, capacity errors, corruption."""
+        assert self.injector is not None
+        return self.injector.vaults
+
     # faults
     def clear_faults(self) -> None:
         assert self.injector is not None
@@ -261,6 +302,7 @@ class LoopbackS3:
             self.injector.rules.clear()
             self.injector.responders.clear()
             self.injector.counts.clear()
+            self.injector.access_keys.clear()
 
     def add_rule(self, rule: Rule) -> Rule:
         assert self.injector is not None
@@ -344,6 +386,13 @@ class LoopbackS3:
         assert self.injector is not None
         with self.injector._lock:
             return dict(self.injector.counts)
+
+    @property
+    def access_keys(self) -> dict[str, int]:
+        """Requests by the access key id that signed them, since the faults were cleared."""
+        assert self.injector is not None
+        with self.injector._lock:
+            return dict(self.injector.access_keys)
 
 
 class _Server(ThreadedMotoServer):

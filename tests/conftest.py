@@ -8,6 +8,8 @@ import os
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Task retries without waiting between them (their count is tested, not their pace).
+os.environ.setdefault("COLDFLOW_RETRY_BASE_SECONDS", "0")
 
 from collections.abc import Callable, Iterator
 from pathlib import Path

@@ -19,7 +19,7 @@ from botocore.config import Config
 from tasks.core.retry import CALL_ATTEMPTS
 
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": CALL_ATTEMPTS},
+    retries={"mode": "standard", "total_max_attempts": CALL_ATTEMPTS},
     max_pool_connections=128,
     connect_timeout=10,
     read_timeout=120,

@@ -97,7 +97,7 @@ def wait_until_done(
     done_before = total - pending
     while pending:
         elapsed = clock() - started
-        if elapsed > backoff.timeout:
+        if elapsed >= backoff.timeout:
             report = {**counts, pending_status: pending}
             raise error(
                 f"{pending} of {total} {noun} still {pending_status.replace('-', ' ')} after "

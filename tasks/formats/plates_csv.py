@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+from botocore.exceptions import ClientError
 
 from tasks.core.clients import read_options
-from tasks.core.errors import InputError, PlatesFileError
+from tasks.core.errors import InputError, PlatesFileError, translate
+from tasks.core.s3 import split_s3_uri
 from tasks.formats.layout import check_name
 
 REQUIRED_COLUMNS = ("plate_id", "plate_id_full")
@@ -39,9 +41,11 @@ def read_plates(path: str, credentials_block: str | None = None) -> list[Plate]:
         )
     except FileNotFoundError as exc:
         raise PlatesFileError(f"{path}: no such file") from exc
-    except PermissionError as exc:  # s3fs: archived or forbidden
-        cause = exc.__cause__ or exc
-        raise PlatesFileError(f"{path}: can't be read ({cause})") from exc
+    except PermissionError as exc:  # s3fs: archived or forbidden, the S3 answer as the cause
+        reason: BaseException = exc
+        if isinstance(exc.__cause__, ClientError):
+            reason = translate(exc.__cause__, *split_s3_uri(path))
+        raise PlatesFileError(f"{path} can't be read: {reason}") from exc
     except pd.errors.EmptyDataError as exc:
         raise PlatesFileError(f"{path}: the file is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

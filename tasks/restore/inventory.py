@@ -113,15 +113,6 @@ class Inventory:
     batches: list[str] = field(default_factory=list)
     heads: int = 0
 
-    def as_dict(self) -> dict:
-        return {
-            "listed": self.listed,
-            "counts": dict(self.counts),
-            "to_request": dict(self.to_request),
-            "to_request_bytes": dict(self.to_request_bytes),
-            "heads": self.heads,
-        }
-
 
 def _head_classify(
     client: Any, bucket: str, items: list[Candidate], workers: int

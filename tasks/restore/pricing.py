@@ -114,3 +114,21 @@ def estimate(tier: str, objects: dict[str, int], nbytes: dict[str, int]) -> Esti
         cost[cls] = nbytes.get(cls, 0) / GB * r.per_gb + count / 1000 * r.per_1000_requests
         duration[cls] = r.duration
     return Estimate(tier, dict(objects), dict(nbytes), cost, duration)
+
+
+#: S3 Glacier *vault* retrievals (the pre-S3 Glacier API), per tier; same date and sources.
+#: Vault jobs finish in about these times; their output stays downloadable for 24 h.
+VAULT_RETRIEVAL: dict[str, Retrieval] = {
+    "Expedited": Retrieval(0.03, 10.00, 1 / 60, 5 / 60),
+    "Standard": Retrieval(0.01, 0.05, 3, 5),
+    "Bulk": Retrieval(0.0025, 0.025, 5, 12),
+}
+
+
+def estimate_vault(tier: str, archives: int, nbytes: int) -> Estimate:
+    """Cost and time of retrieving ``archives`` vault archives totalling ``nbytes`` bytes."""
+    r = VAULT_RETRIEVAL[tier]
+    cost = nbytes / GB * r.per_gb + archives / 1000 * r.per_1000_requests
+    return Estimate(
+        tier, {"vault": archives}, {"vault": nbytes}, {"vault": cost}, {"vault": r.duration}
+    )

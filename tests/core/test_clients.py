@@ -1,0 +1,105 @@
+"""One client factory: every service and every s3:// file read with the same credentials."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import BATCH, COLD, LIVE, PROJECT, SPACED
+from prefect_aws import AwsCredentials
+
+from flows.archive import archive_plates
+from flows.restore import restore_prefix
+from tasks.core.clients import client, reset_clients, storage_options
+from tasks.core.errors import ObjectArchivedError, PlatesFileError
+from tasks.core.s3 import get_text
+from tasks.formats.plates_csv import read_plates
+
+BLOCK_KEY = "AKIABLOCKONLY0000001"
+
+
+@pytest.fixture
+def block(loopback) -> str:
+    """A credentials block whose key differs from the environment's (``testing``)."""
+    name = "coldflow-test-block"
+    AwsCredentials(
+        aws_access_key_id=BLOCK_KEY,
+        aws_secret_access_key="block-secret",
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": loopback.endpoint_url},
+    ).save(name, overwrite=True)
+    reset_clients()
+    return name
+
+
+def test_every_service_client_uses_the_block(block, loopback):
+    for service in ("s3", "glacier", "s3control", "sts"):
+        made = client(service, block)
+        assert made._request_signer._credentials.access_key == BLOCK_KEY, service
+        assert made.meta.endpoint_url == loopback.endpoint_url, service
+    assert client("s3", None)._request_signer._credentials.access_key == "testing"
+    options = storage_options(block)
+    assert options["key"] == BLOCK_KEY and options["secret"] == "block-secret"
+    assert options["client_kwargs"]["endpoint_url"] == loopback.endpoint_url
+
+
+def test_plates_csv_and_ledgers_on_s3_are_read_with_the_block(s3, block, loopback):
+    s3.put_object(Bucket=LIVE, Key="in/plates.csv", Body=b"plate_id,plate_id_full\nA,A_full\n")
+    loopback.clear_faults()  # and the per-key counts
+    assert [p.plate_id for p in read_plates(f"s3://{LIVE}/in/plates.csv", block)] == ["A"]
+    assert set(loopback.access_keys) == {BLOCK_KEY}
+
+
+def test_a_run_reads_its_input_and_writes_with_the_block_only(s3, seed, block, loopback, tmp_path):
+    seed(SPACED)
+    s3.put_object(
+        Bucket=LIVE,
+        Key="in/plates.csv",
+        Body=f"plate_id,plate_id_full\n{SPACED[0]},{SPACED[1]}\n".encode(),
+    )
+    loopback.clear_faults()
+    rows = archive_plates(
+        f"s3://{LIVE}/in/plates.csv",
+        PROJECT,
+        BATCH,
+        LIVE,
+        COLD,
+        scratch_dir=str(tmp_path / "s"),
+        aws_credentials_block=block,
+    )
+    assert rows[0]["status"] == "archived"
+    assert set(loopback.access_keys) == {BLOCK_KEY}, loopback.access_keys
+
+    loopback.clear_faults()
+    result = restore_prefix(
+        COLD,
+        "imaging_analysis/",
+        wait=False,
+        ledger_s3_uri=f"s3://{COLD}/ledgers/one.csv",
+        work_dir=str(tmp_path / "w"),
+        aws_credentials_block=block,
+    )
+    assert result["requested"] == 2  # the two tarballs
+    restore_prefix(
+        COLD,
+        "imaging_analysis/",
+        wait=False,
+        retry_ledger=f"s3://{COLD}/ledgers/one.csv",
+        work_dir=str(tmp_path / "w2"),
+        aws_credentials_block=block,
+    )
+    assert set(loopback.access_keys) == {BLOCK_KEY}, loopback.access_keys
+    ledger = pd.read_csv(f"s3://{COLD}/ledgers/one.csv", storage_options=storage_options(block))
+    assert len(ledger) > 2
+
+
+def test_reading_an_archived_object_says_restore_it_first(s3, loopback):
+    s3.put_object(Bucket=COLD, Key="cold.md5", Body=b"x", StorageClass="DEEP_ARCHIVE")
+    with pytest.raises(
+        ObjectArchivedError, match=r"s3://cold-bucket/cold\.md5 is archived.*restore"
+    ):
+        get_text(client("s3"), COLD, "cold.md5")
+    s3.put_object(
+        Bucket=COLD, Key="plates.csv", Body=b"plate_id,plate_id_full\n", StorageClass="GLACIER"
+    )
+    with pytest.raises(PlatesFileError, match=r"plates\.csv is archived.*restore it first"):
+        read_plates(f"s3://{COLD}/plates.csv")

@@ -1,0 +1,30 @@
+"""Deployments are declared once, in prefect.yaml; `make serve` derives its own from it."""
+
+from __future__ import annotations
+
+import inspect
+
+from deployments.serve import declared, deployments, load_flow
+
+
+def test_serve_offers_exactly_what_prefect_yaml_declares():
+    specs = {d["name"]: d for d in declared()}
+    served = {d.name: d for d in deployments()}
+    assert set(served) == set(specs)
+    for name, spec in specs.items():
+        d = served[name]
+        assert d.entrypoint == spec["entrypoint"], name
+        assert d.tags == spec.get("tags"), name
+        crons = [s.schedule.cron for s in d.schedules]
+        assert crons == [s["cron"] for s in spec.get("schedules") or []], name
+        limit = d.concurrency_limit
+        assert limit == spec.get("concurrency_limit"), name
+
+
+def test_every_declared_entrypoint_is_a_documented_flow():
+    for spec in declared():
+        flow = load_flow(spec["entrypoint"])
+        assert flow.name == spec["name"], spec["entrypoint"]
+        documented = inspect.getdoc(flow.fn) or ""
+        for parameter in inspect.signature(flow.fn).parameters:
+            assert f"{parameter}:" in documented, (spec["name"], parameter)

@@ -1,6 +1,6 @@
 """Run the loopback endpoint in the foreground.
 
-python -m loopback serve --port 5055 [--standard-seconds 5]
+python -m loopback serve --port 5055 [--standard-seconds 5] [--vault-standard-seconds 5]
 """
 
 from __future__ import annotations
@@ -26,11 +26,37 @@ def main(argv: list[str] | None = None) -> int:
             default=0.0,
             help=f"how long a {tier.title()} restore stays in progress",
         )
+    for tier in ("expedited", "standard", "bulk"):
+        serve.add_argument(
+            f"--vault-{tier}-seconds",
+            type=float,
+            default=0.0,
+            help=f"how long a {tier.title()} Glacier vault retrieval job runs",
+        )
+    serve.add_argument(
+        "--vault-output-hours",
+        type=float,
+        default=24.0,
+        help="how long a finished vault job's output stays downloadable",
+    )
+    serve.add_argument(
+        "--vault-capacity-errors",
+        type=int,
+        default=0,
+        help="how many Expedited vault jobs to refuse with InsufficientCapacityException",
+    )
     args = ap.parse_args(argv)
     server = LoopbackS3(port=args.port).start()
     server.tiers.durations.update(
         Expedited=args.expedited_seconds, Standard=args.standard_seconds, Bulk=args.bulk_seconds
     )
+    server.vaults.durations.update(
+        Expedited=args.vault_expedited_seconds,
+        Standard=args.vault_standard_seconds,
+        Bulk=args.vault_bulk_seconds,
+    )
+    server.vaults.output_window = args.vault_output_hours * 3600
+    server.vaults.capacity_errors = args.vault_capacity_errors
     print(server.endpoint_url, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -18,6 +18,7 @@ from moto's store in this process:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -56,6 +57,23 @@ def tree_hash(data: bytes) -> str:
     import io
 
     return calculate_tree_hash(io.BytesIO(data))
+
+
+def _leaves(data: bytes) -> list[bytes]:
+    """The SHA-256 of every MiB, as Glacier keeps them to answer range checksums."""
+    view = memoryview(data)
+    return [hashlib.sha256(view[i : i + MIB]).digest() for i in range(0, len(data), MIB)]
+
+
+def _root(leaves: list[bytes]) -> str:
+    """The tree hash over a run of leaves (pairs hashed level by level, odd one up)."""
+    level = list(leaves) or [hashlib.sha256(b"").digest()]
+    while len(level) > 1:
+        level = [
+            hashlib.sha256(level[i] + level[i + 1]).digest() if i + 1 < len(level) else level[i]
+            for i in range(0, len(level), 2)
+        ]
+    return level[0].hex()
 
 
 def aligned(start: int, end: int, size: int) -> bool:
@@ -101,6 +119,7 @@ class VaultJobs:
         self.started: list[tuple[str, str | None, str]] = []
         self._jobs: dict[str, _Job] = {}
         self._hashes: dict[tuple[str, str], str] = {}
+        self._leaf_cache: dict[tuple[str, str], list[bytes]] = {}
         self._corrupt: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -112,6 +131,7 @@ class VaultJobs:
             self.started.clear()
             self._jobs.clear()
             self._hashes.clear()
+            self._leaf_cache.clear()
             self._corrupt.clear()
 
     def corrupt(self, archive_id: str, offset: int) -> None:
@@ -141,6 +161,15 @@ class VaultJobs:
             found = tree_hash(body)
             with self._lock:
                 self._hashes[(vault, archive_id)] = found
+        return found
+
+    def _leaves(self, vault: str, archive_id: str, body: bytes) -> list[bytes]:
+        with self._lock:
+            found = self._leaf_cache.get((vault, archive_id))
+        if found is None:
+            found = _leaves(body)
+            with self._lock:
+                self._leaf_cache[(vault, archive_id)] = found
         return found
 
     # -- the WSGI side -------------------------------------------------------------------

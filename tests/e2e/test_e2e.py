@@ -99,13 +99,19 @@ def test_deployment_run_by_a_worker_archives_the_plate(server, archived_run):
 def test_every_flow_is_deployed_with_documented_parameters(server):
     deployments = api_post(server["api"], "/deployments/filter", {})
     by_name = {d["name"]: d for d in deployments}
-    assert {"archive-plates", "restore-prefix", "restore-plates", "restore-progress-sweep"} <= set(
-        by_name
-    )
+    assert {
+        "archive-plates",
+        "restore-prefix",
+        "restore-plates",
+        "restore-progress-sweep",
+        "thaw-vault",
+    } <= set(by_name)
     schema = by_name["archive-plates"]["parameter_openapi_schema"]["properties"]
     assert "Delete the verified source objects" in schema["delete_source"]["description"]
     assert schema["max_parallel_plates"]["maximum"] == 16
     assert set(schema["storage_class"].get("enum", [])) >= {"DEEP_ARCHIVE", "GLACIER"}
+    thaw = by_name["thaw-vault"]["parameter_openapi_schema"]["properties"]
+    assert "only once its copy is verified" in thaw["delete_archive"]["description"]
 
 
 def test_scheduler_creates_the_sweeps_future_runs(server):

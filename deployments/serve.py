@@ -43,7 +43,10 @@ def deployments(path: Path = PREFECT_YAML) -> list:
     for spec in declared(path):
         flow = load_flow(spec["entrypoint"])
         schedules = [
-            construct_schedule(cron=s["cron"], timezone=s.get("timezone"))
+            {
+                "schedule": construct_schedule(cron=s["cron"], timezone=s.get("timezone")),
+                "active": s.get("active", True),
+            }
             for s in spec.get("schedules") or []
         ]
         made.append(

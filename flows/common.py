@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
@@ -27,6 +26,7 @@ __all__ = [
     "read_batch_plates",
     "rows_of",
     "run_logger",
+    "stream_bounded",
     "submit_bounded",
 ]
 
@@ -40,23 +40,54 @@ def read_batch_plates(
     return read_plates(plates_csv, credentials_block)
 
 
-def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -> list[Any]:
-    """Run ``task(item, **kwargs)`` for every item with at most ``limit`` in flight.
+def stream_bounded(
+    task: Any, items: Iterable[Any], limit: int, **kwargs: Any
+) -> Iterator[tuple[Any, PrefectFuture]]:
+    """Run ``task(item, **kwargs)`` for every item with at most ``limit`` in flight, and yield
+    (item, finished future) as they finish.
 
-    Works with any task runner (threads, Dask): a new item is submitted as soon
-    as one finishes. Returns the final futures in the order of ``items``.
+    Works with any task runner (threads, Dask). ``items`` is drawn only as slots free up,
+    so a stream of a million batches never sits in memory.
     """
-    queue = deque(enumerate(items))
-    running: dict[PrefectFuture, int] = {}
-    finished: dict[int, PrefectFuture] = {}
-    while queue or running:
-        while queue and len(running) < limit:
-            index, item = queue.popleft()
-            running[task.submit(item, **kwargs)] = index
+    source = iter(items)
+    running: dict[PrefectFuture, Any] = {}
+    exhausted = False
+    while True:
+        while not exhausted and len(running) < limit:
+            item = next(source, _END)
+            if item is _END:
+                exhausted = True
+            else:
+                running[task.submit(item, **kwargs)] = item
+        if not running:
+            return
         done = next(as_completed(list(running)))
         done.wait()
-        finished[running.pop(done)] = done
-    return [finished[i] for i in sorted(finished)]
+        yield running.pop(done), done
+
+
+_END = object()
+
+
+def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -> list[Any]:
+    """Run ``task(item, **kwargs)`` for every item with at most ``limit`` in flight; returns
+    the finished futures in the order of ``items`` (for a few hundred items at most)."""
+    indexed = list(enumerate(items))
+    finished = {
+        index: future
+        for (index, _), future in stream_bounded(_Indexed(task), indexed, limit, **kwargs)
+    }
+    return [finished[i] for i, _ in indexed]
+
+
+class _Indexed:
+    """Submits ``(index, item)`` pairs as ``task(item)``, so results can be put back in order."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def submit(self, pair: tuple[int, Any], **kwargs: Any) -> PrefectFuture:
+        return self.task.submit(pair[1], **kwargs)
 
 
 def rows_of(

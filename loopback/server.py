@@ -35,6 +35,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from loopback import tags
 from loopback.net import LOOPBACK_CREDENTIALS, free_port
 from loopback.tiers import ArchiveTiers
 from loopback.vault import VaultJobs
@@ -132,7 +133,13 @@ class FaultInjector:
         self._random = Random(seed)
 
     def _request(self, environ: dict) -> Request:
-        path = unquote(environ.get("PATH_INFO", ""))
+        # PATH_INFO is already percent-decoded, as latin-1 text of the bytes: decode the raw
+        # URI instead, so that UTF-8 keys and keys with '%' come out as S3 stores them
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if raw:
+            path = unquote(raw.split("?", 1)[0])
+        else:
+            path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
         bucket, _, key = path.lstrip("/").partition("/")
         headers = {
             k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
@@ -214,7 +221,9 @@ class FaultInjector:
             if request.service == "glacier":
                 answer = self.vaults.handle(environ, start_response, self.app)
             else:
-                answer = self.tiers.handle(request, environ, start_response, self.app)
+                answer = tags.handle(request, environ, start_response) or self.tiers.handle(
+                    request, environ, start_response, self.app
+                )
             return self.app(environ, start_response) if answer is None else answer
         if rule.status:
             length = int(environ.get("CONTENT_LENGTH") or 0)

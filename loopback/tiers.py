@@ -121,6 +121,9 @@ class ArchiveTiers:
             in request.headers.get("x-amz-optional-object-attributes", "").lower()
         ):
             return self._list(request, environ, start_response, app)
+        copy_source = request.headers.get("x-amz-copy-source")
+        if request.method == "PUT" and copy_source:
+            return self._copy(copy_source, start_response)
         if request.operation not in {"GetObject", "HeadObject"}:
             return None
         tier, restore, in_progress = self._state(request.bucket, request.key)
@@ -141,6 +144,23 @@ class ArchiveTiers:
             elif restore is not None and restore.days is None:
                 headers["x-amz-restore"] = 'ongoing-request="false"'
             return app(environ, _with_headers(start_response, headers))
+        return None
+
+    def _copy(self, copy_source: str, start_response: Callable) -> Iterable[bytes] | None:
+        """S3 refuses to copy from an archived object until its restore has completed."""
+        from urllib.parse import unquote
+
+        source = unquote(copy_source.split("?", 1)[0]).lstrip("/")
+        bucket, _, key = source.partition("/")
+        tier, _, in_progress = self._state(bucket, key)
+        if tier or in_progress:
+            return _error(
+                start_response,
+                "403 Forbidden",
+                "InvalidObjectState",
+                "The source object of the COPY action is not in the active tier and is "
+                "only stored in Amazon Glacier.",
+            )
         return None
 
     def _restore(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,9 +185,11 @@ def take_inventory(
     filter_out: list[str] | None = None,
     batch_size: int = 1000,
     head_workers: int = 16,
+    keep_key: Callable[[str], bool] | None = None,
 ) -> Inventory:
     """List a prefix (with ``RestoreStatus`` where the endpoint gives it), filter and classify
-    every object; HEAD only Intelligent-Tiering objects the listing can't classify."""
+    every object; HEAD only Intelligent-Tiering objects the listing can't classify.
+    ``keep_key``, if given, is asked about every key in listing order."""
     workdir.mkdir(parents=True, exist_ok=True)
     inv = Inventory()
     router = _Router(workdir, batch_size, inv)
@@ -209,6 +211,8 @@ def take_inventory(
                 if obj["Key"].endswith("/") and obj["Size"] == 0:
                     continue
                 if not keep(obj["Key"], filter_in, filter_out):
+                    continue
+                if keep_key is not None and not keep_key(obj["Key"]):
                     continue
                 c = Candidate(obj["Key"], int(obj["Size"]), obj.get("StorageClass", "STANDARD"))
                 found = classify_listed(obj)

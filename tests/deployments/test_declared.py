@@ -15,8 +15,9 @@ def test_serve_offers_exactly_what_prefect_yaml_declares():
         d = served[name]
         assert d.entrypoint == spec["entrypoint"], name
         assert d.tags == spec.get("tags"), name
-        crons = [s.schedule.cron for s in d.schedules]
-        assert crons == [s["cron"] for s in spec.get("schedules") or []], name
+        crons = [(s.schedule.cron, s.active) for s in d.schedules]
+        declared_crons = [(s["cron"], s.get("active", True)) for s in spec.get("schedules") or []]
+        assert crons == declared_crons, name
         limit = d.concurrency_limit
         assert limit == spec.get("concurrency_limit"), name
 

@@ -1,0 +1,133 @@
+"""Bucket backup: backup_bucket against `aws s3 sync` and `rclone sync` (server-side copies).
+
+    python -m bench.backup_bench [--objects 10000]
+
+On one loopback endpoint in a process of its own, each tool backs up the same source
+bucket of ``--objects`` small objects into a fresh bucket of its own (first full backup,
+objects/s), then runs again with nothing changed (requests per object: two listings
+should be all it takes). backup_bucket runs against a Prefect server in a process of its
+own, as in production. rclone is skipped when it is not installed (apt-get install rclone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+
+from bench.common import (
+    bulk_put,
+    counts,
+    endpoint_process,
+    prefect_server_process,
+    reset_counts,
+    save,
+)
+
+SOURCE = "bench-source"
+
+
+def aws_sync(url: str, target: str) -> None:
+    subprocess.run(
+        [
+            "aws",
+            "--endpoint-url",
+            url,
+            "--only-show-errors",
+            "s3",
+            "sync",
+            f"s3://{SOURCE}",
+            f"s3://{target}",
+        ],
+        check=True,
+    )
+
+
+def rclone_sync(url: str, target: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    subprocess.run(
+        [
+            "rclone",
+            "sync",
+            f":s3:{SOURCE}",
+            f":s3:{target}",
+            "--s3-provider",
+            "Other",
+            "--s3-endpoint",
+            url,
+            "--s3-env-auth",
+            "--transfers",
+            "32",
+            "--checkers",
+            "32",
+            "--s3-no-check-bucket",
+        ],
+        check=True,
+        env=env,
+    )
+
+
+def coldflow_sync(url: str, target: str) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flows.backup import backup_bucket; "
+            f"backup_bucket({SOURCE!r}, {target!r})",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objects", type=int, default=10_000)
+    args = ap.parse_args(argv)
+    tools = {"backup_bucket": coldflow_sync, "aws s3 sync": aws_sync}
+    if shutil.which("rclone"):
+        tools["rclone sync"] = rclone_sync
+    else:
+        print("rclone not found (apt-get install rclone): skipped")
+    report: dict = {}
+    with (
+        endpoint_process() as url,
+        tempfile.TemporaryDirectory() as tmp,
+        prefect_server_process(Path(tmp) / "prefect"),
+    ):
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=SOURCE)
+        bulk_put(url, SOURCE, "data/", args.objects, "STANDARD")
+        for n, (name, tool) in enumerate(tools.items()):
+            target = f"bench-backup-{n}"
+            s3.create_bucket(Bucket=target)
+            reset_counts(url)
+            t = time.monotonic()
+            tool(url, target)
+            first = time.monotonic() - t
+            first_requests = sum(counts(url).values())
+            reset_counts(url)
+            t = time.monotonic()
+            tool(url, target)
+            again = time.monotonic() - t
+            again_requests = sum(counts(url).values())
+            report[name] = {
+                "first_objects_per_s": round(args.objects / first, 1),
+                "first_requests_per_object": round(first_requests / args.objects, 3),
+                "unchanged_seconds": round(again, 1),
+                "unchanged_requests_per_object": round(again_requests / args.objects, 4),
+            }
+            print(name, report[name], flush=True)
+    print(f"saved {save('backup', {'objects': args.objects, 'results': report})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

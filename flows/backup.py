@@ -1,0 +1,497 @@
+"""Incremental bucket backups, restores into a fresh bucket, and bucket comparisons.
+
+    from flows.backup import backup_bucket, restore_bucket, compare_buckets
+    backup_bucket("imaging-live", "imaging-backup", storage_class="DEEP_ARCHIVE")
+    restore_bucket("imaging-backup", "imaging-restored", create_target=True, tier="Bulk")
+
+backup_bucket: list both (merged as streams) → copy new and changed objects (batches) →
+tag objects deleted from the source → report. restore_bucket: list → leave out what is
+tagged deleted → restore archived objects (estimate, requests, sensor) → copy → verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from flows.common import DEFAULT_SCRATCH, run_logger, stream_bounded
+from flows.requests import request_and_wait
+from tasks.backup import tasks as backup_tasks
+from tasks.backup.diff import RESERVED, Change, SortedKeys, classify, listed, merge
+from tasks.core.clients import s3_client
+from tasks.core.errors import InputError, ItemsFailedError
+from tasks.core.s3 import MIB, check_bucket, split_s3_uri
+from tasks.core.sensor import Backoff
+from tasks.formats.ledger import escape_key
+from tasks.formats.listing import REPORT_SAMPLE, sort_file
+from tasks.restore.inventory import take_inventory
+from tasks.restore.plan import RequestPlan
+
+StorageClass = Literal[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+]
+Tier = Literal["Standard", "Bulk", "Expedited"]
+#: Keys per task run.
+BATCH = 1000
+
+
+class BackupFailedError(ItemsFailedError):
+    """Some objects were not backed up, restored or tagged; ``summary`` holds the counts."""
+
+
+def _ledger_key(prefix: str) -> str:
+    """Where the keys tagged deleted for this prefix are recorded in the backup bucket."""
+    return f"{RESERVED}deleted/{hashlib.sha256(prefix.encode()).hexdigest()[:16]}.txt"
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+def _check_prefix(prefix: str) -> None:
+    if prefix.startswith("/") or prefix.startswith(RESERVED):
+        raise InputError(f"prefix {prefix!r} must be relative and not under {RESERVED}")
+
+
+@flow(
+    name="backup-bucket", task_runner=ThreadPoolTaskRunner(max_workers=8), validate_parameters=True
+)
+def backup_bucket(
+    source: str,
+    backup: str,
+    prefix: str = "",
+    storage_class: StorageClass = "STANDARD",
+    modified_within_hours: Annotated[float, Field(gt=0)] | None = None,
+    dry_run: bool = False,
+    parallel_batches: Annotated[int, Field(ge=1, le=16)] = 4,
+    multipart_threshold_mib: Annotated[int, Field(ge=5, le=5120)] = 5120,
+    work_dir: str = DEFAULT_SCRATCH,
+    aws_credentials_block: str | None = None,
+) -> dict:
+    """Copy new and changed objects from a source bucket to a backup bucket, and tag backup
+    objects whose source was deleted (Deleted=True, DeletedAt=UTC) instead of deleting them.
+
+    Listings are merged as streams. "Changed" means another size, or content other than the
+    source ETag recorded on the backup copy, whatever its age. Copies are server-side, in
+    batches, and carry metadata, content type and tags. A key back in the source loses its
+    deletion tags. A second run with no changes copies and tags nothing.
+
+    Args:
+        source: The bucket to back up.
+        backup: The bucket that receives the copies (it must exist).
+        prefix: Only keys under this prefix ("" for the whole bucket).
+        storage_class: Storage class of the copies (GLACIER_IR or DEEP_ARCHIVE for cheap ones).
+        modified_within_hours: Look closer (beyond size) only at source objects modified within
+            this many hours; a speed-up for huge buckets, new and deleted keys are still found.
+        dry_run: Count what would be copied and tagged; write nothing.
+        parallel_batches: Batches of 1,000 keys worked on at once.
+        multipart_threshold_mib: Objects above this are copied in parts (at most 5,120 MiB,
+            S3's limit for one copy).
+        work_dir: Local folder for the deleted-keys ledger while the run lasts.
+        aws_credentials_block: Name of a prefect-aws AwsCredentials block.
+
+    Returns:
+        Counts: listed, copied, unchanged, tagged_deleted, untagged, failed, bytes_copied.
+    """
+    log = run_logger()
+    _check_prefix(prefix)
+    if source == backup:
+        raise InputError("source and backup must be different buckets")
+    s3 = s3_client(aws_credentials_block)
+    check_bucket(s3, source)
+    check_bucket(s3, backup)
+    cutoff = (
+        datetime.now(UTC) - timedelta(hours=modified_within_hours)
+        if modified_within_hours
+        else None
+    )
+    work = Path(tempfile.mkdtemp(prefix="backup-", dir=_mkdir(work_dir)))
+    counts: Counter = Counter(
+        dict.fromkeys(("listed", "copied", "unchanged", "tagged_deleted", "untagged", "failed"), 0)
+    )
+    counts["bytes_copied"] = 0
+    failures: list[str] = []
+    try:
+        ledger_key = _ledger_key(prefix)
+        before = work / "deleted-before.txt"
+        _download_or_empty(s3, backup, ledger_key, before)
+        after = work / "deleted-after.txt"
+        queued = {"copy_bytes": 0, "done_bytes": 0}
+        progress = create_progress_artifact(
+            0.0, key="backup-progress", description=f"s3://{source}/{prefix} → s3://{backup}"
+        )
+
+        def work_items() -> Iterator[tuple[str, list]]:
+            """("copy" | "tag", batch) in listing order; unchanged and already-tagged keys
+            are counted (and kept in the ledger) on the way."""
+            with open(before, encoding="utf-8") as f, open(after, "w", encoding="utf-8") as out:
+                was_deleted = SortedKeys(f)
+                copies: list[dict] = []
+                tags: list[str] = []
+                for key, src, bak in merge(listed(s3, source, prefix), listed(s3, backup, prefix)):
+                    counts["listed"] += 1
+                    change = classify(src, bak, key in was_deleted, cutoff)
+                    if change == Change.SAME:
+                        counts["unchanged"] += 1
+                    elif change == Change.TAGGED:
+                        counts["unchanged"] += 1
+                        out.write(escape_key(key) + "\n")
+                    elif change == Change.DELETED:
+                        tags.append(key)
+                    else:
+                        copies.append({**src.as_entry(), "change": str(change)})
+                        if change != Change.REAPPEARED:
+                            queued["copy_bytes"] += src.size
+                    if len(copies) >= BATCH:
+                        yield "copy", copies
+                        copies = []
+                    if len(tags) >= BATCH:
+                        yield "tag", tags
+                        tags = []
+                if copies:
+                    yield "copy", copies
+                if tags:
+                    yield "tag", tags
+
+        if dry_run:
+            for kind, batch in work_items():
+                if kind == "copy":
+                    counts["copied"] += len(batch)
+                    counts["bytes_copied"] += sum(e["size"] for e in batch)
+                else:
+                    counts["tagged_deleted"] += len(batch)
+            log.info("dry run: %s", dict(counts))
+            return {**dict(counts), "dry_run": True}
+
+        with open(after, "a", encoding="utf-8") as ledger_out:
+            for (kind, batch), future in stream_bounded(
+                _Dispatch(
+                    source,
+                    backup,
+                    storage_class,
+                    multipart_threshold_mib * MIB,
+                    aws_credentials_block,
+                ),
+                work_items(),
+                parallel_batches,
+            ):
+                outcome = future.result(raise_on_failure=False)
+                if isinstance(outcome, BaseException):
+                    counts["failed"] += len(batch)
+                    if len(failures) < REPORT_SAMPLE:
+                        failures.append(f"a batch of {len(batch)} {kind} failed: {outcome}")
+                    continue
+                for name in ("copied", "unchanged", "tagged_deleted", "untagged", "failed"):
+                    counts[name] += outcome.get(name, 0)
+                counts["unchanged"] += outcome.get("already", 0)
+                counts["bytes_copied"] += outcome.get("bytes_copied", 0)
+                failures.extend(outcome["failures"][: REPORT_SAMPLE - len(failures)])
+                for key in outcome.get("tagged_keys", []):
+                    ledger_out.write(escape_key(key) + "\n")
+                queued["done_bytes"] += outcome.get("bytes_copied", 0)
+                if queued["copy_bytes"]:
+                    update_progress_artifact(
+                        progress, 100.0 * queued["done_bytes"] / queued["copy_bytes"]
+                    )
+        # keys back in the source left the ledger as they were untagged (not written to it)
+        sort_file(after)
+        if after.stat().st_size or before.stat().st_size:
+            s3.upload_file(str(after), backup, ledger_key)
+        update_progress_artifact(progress, 100.0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {**dict(counts), "failures": failures}
+    create_table_artifact(
+        key="backup-bucket",
+        table=[{"count": k, "value": v} for k, v in counts.items()],
+        description=f"Backup of s3://{source}/{prefix} into s3://{backup}",
+    )
+    log.info("backup of s3://%s/%s: %s", source, prefix, dict(counts))
+    if counts["failed"]:
+        raise BackupFailedError(
+            f"{counts['failed']} objects not backed up or tagged: " + "; ".join(failures[:5]),
+            [result],
+        )
+    return result
+
+
+class _Dispatch:
+    """Submits a ("copy" | "tag", batch) work item to its task."""
+
+    def __init__(
+        self,
+        source: str,
+        backup: str,
+        storage_class: str,
+        threshold: int,
+        credentials_block: str | None,
+    ) -> None:
+        self.source, self.backup, self.storage_class = source, backup, storage_class
+        self.threshold, self.credentials_block = threshold, credentials_block
+
+    def submit(self, item: tuple[str, list]) -> Any:
+        kind, batch = item
+        if kind == "copy":
+            return backup_tasks.copy_batch.submit(
+                batch,
+                self.source,
+                self.backup,
+                self.storage_class,
+                self.threshold,
+                self.credentials_block,
+            )
+        return backup_tasks.tag_batch.submit(batch, self.backup, self.credentials_block)
+
+
+def _mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _download_or_empty(s3: Any, bucket: str, key: str, path: Path) -> None:
+    from tasks.core.s3 import download, head
+
+    if head(s3, bucket, key) is None:
+        path.write_text("")
+    else:
+        download(s3, bucket, key, path)
+
+
+@flow(
+    name="restore-bucket", task_runner=ThreadPoolTaskRunner(max_workers=8), validate_parameters=True
+)
+def restore_bucket(
+    backup: str,
+    target: str,
+    prefix: str = "",
+    create_target: bool = False,
+    tier: Tier = "Standard",
+    days: Annotated[int, Field(ge=1, le=3650)] = 7,
+    wait: bool = True,
+    allow_expensive: bool = False,
+    parallel_batches: Annotated[int, Field(ge=1, le=16)] = 4,
+    multipart_threshold_mib: Annotated[int, Field(ge=5, le=5120)] = 5120,
+    poll_interval: Annotated[float, Field(gt=0)] = 60.0,
+    max_poll_interval: Annotated[float, Field(gt=0)] = 1800.0,
+    timeout: Annotated[float, Field(gt=0)] = 60 * 3600.0,
+    work_dir: str = DEFAULT_SCRATCH,
+    aws_credentials_block: str | None = None,
+) -> dict:
+    """Restore every backup object not tagged deleted into a target bucket.
+
+    Archived objects are restored first through the restore flow's machinery (estimate,
+    requests with Days for GLACIER / DEEP_ARCHIVE, none for Intelligent-Tiering archive
+    tiers, GLACIER_IR and the rest need none; the sensor waits). Each object is then copied
+    with its metadata and tags (less the deletion tags), and its size and source ETag checked.
+
+    Args:
+        backup: The backup bucket.
+        target: The bucket to restore into.
+        prefix: Only keys under this prefix.
+        create_target: Create the target bucket if it does not exist.
+        tier: Retrieval tier for archived objects.
+        days: How long restored copies of archived objects stay readable in the backup bucket.
+        wait: Wait for restores and copy; False stops after requesting restores.
+        allow_expensive: Allow Expedited above the restore flow's thresholds.
+        parallel_batches: Batches of 1,000 keys worked on at once.
+        multipart_threshold_mib: Objects above this are copied in parts.
+        poll_interval: First wait between restore polls, seconds.
+        max_poll_interval: Longest wait between polls, seconds.
+        timeout: Fail, with counts, if restores are still pending after this many seconds.
+        work_dir: Local folder for listings, batches and the restore ledger.
+        aws_credentials_block: Name of a prefect-aws AwsCredentials block.
+
+    Returns:
+        Counts: listed, copied, restored (restores requested), skipped_deleted, failed.
+    """
+    log = run_logger()
+    _check_prefix(prefix)
+    s3 = s3_client(aws_credentials_block)
+    check_bucket(s3, backup)
+    if create_target:
+        try:
+            check_bucket(s3, target)
+        except InputError:
+            s3.create_bucket(Bucket=target)
+    check_bucket(s3, target)
+    work = Path(tempfile.mkdtemp(prefix="restore-bucket-", dir=_mkdir(work_dir)))
+    counts: Counter = Counter(
+        dict.fromkeys(("listed", "copied", "restored", "skipped_deleted", "failed"), 0)
+    )
+    failures: list[str] = []
+    try:
+        deleted = work / "deleted.txt"
+        with open(deleted, "w", encoding="utf-8") as out:
+            keys = (o.key for o in listed(s3, backup, prefix))
+            for _, future in stream_bounded(
+                _Tags(backup, aws_credentials_block), _batches(keys, BATCH), parallel_batches
+            ):
+                for key in future.result():
+                    out.write(escape_key(key) + "\n")
+        sort_file(deleted)
+        with open(deleted, encoding="utf-8") as f:
+            gone = SortedKeys(f)
+            inventory = take_inventory(
+                s3,
+                backup,
+                prefix,
+                work / "inventory",
+                keep_key=lambda k: not (k.startswith(RESERVED) or k in gone),
+            )
+        with open(deleted, encoding="utf-8") as f:
+            counts["skipped_deleted"] = sum(1 for _ in f)
+        counts["listed"] = inventory.listed
+        plan = RequestPlan(
+            tier,
+            days,
+            allow_expensive,
+            parallel_batches=min(parallel_batches, 8),
+            backoff=Backoff(poll_interval, max_poll_interval, timeout),
+            credentials_block=aws_credentials_block,
+        )
+        requested = request_and_wait(inventory, work / "inventory", backup, prefix, plan, wait=wait)
+        counts["restored"] = requested.get("requested", 0)
+        counts["failed"] += requested.get("error", 0)
+        if wait:
+            with open(deleted, encoding="utf-8") as f:
+                gone = SortedKeys(f)
+                live = (o.as_entry() for o in listed(s3, backup, prefix) if o.key not in gone)
+                for _, future in stream_bounded(
+                    _Copies(backup, target, multipart_threshold_mib * MIB, aws_credentials_block),
+                    _batches(live, BATCH),
+                    parallel_batches,
+                ):
+                    outcome = future.result()
+                    counts["copied"] += outcome.get("copied", 0)
+                    counts["failed"] += outcome.get("failed", 0)
+                    failures.extend(outcome["failures"][: REPORT_SAMPLE - len(failures)])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {**dict(counts), "failures": failures}
+    create_table_artifact(
+        key="restore-bucket",
+        table=[{"count": k, "value": v} for k, v in counts.items()],
+        description=f"Restore of s3://{backup}/{prefix} into s3://{target}",
+    )
+    log.info("restore of s3://%s/%s into %s: %s", backup, prefix, target, dict(counts))
+    if counts["failed"]:
+        raise BackupFailedError(
+            f"{counts['failed']} objects not restored: " + "; ".join(failures[:5]), [result]
+        )
+    return result
+
+
+class _Tags:
+    def __init__(self, bucket: str, credentials_block: str | None) -> None:
+        self.bucket, self.credentials_block = bucket, credentials_block
+
+    def submit(self, keys: list[str]) -> Any:
+        return backup_tasks.deleted_keys.submit(keys, self.bucket, self.credentials_block)
+
+
+class _Copies:
+    def __init__(self, backup: str, target: str, threshold: int, block: str | None) -> None:
+        self.backup, self.target, self.threshold, self.block = backup, target, threshold, block
+
+    def submit(self, entries: list[dict]) -> Any:
+        return backup_tasks.restore_copy_batch.submit(
+            entries, self.backup, self.target, self.threshold, self.block
+        )
+
+
+@flow(name="compare-buckets", validate_parameters=True)
+def compare_buckets(
+    a: str,
+    b: str,
+    prefix: str = "",
+    report: str | None = None,
+    aws_credentials_block: str | None = None,
+) -> dict:
+    """Compare two buckets under a prefix by their listings: keys missing from b, differing
+    (size or ETag), extra in b, and the same. Differences go to a CSV.
+
+    Args:
+        a: The reference bucket (say, the source).
+        b: The bucket compared with it (say, the backup).
+        prefix: Only keys under this prefix.
+        report: Where to write the CSV of differences (a local path or an s3:// URI);
+            default: a file in the temp folder.
+        aws_credentials_block: Name of a prefect-aws AwsCredentials block.
+
+    Returns:
+        Counts (missing, differing, extra, same) and the report's path or URI.
+    """
+    _check_prefix(prefix)
+    s3 = s3_client(aws_credentials_block)
+    check_bucket(s3, a)
+    check_bucket(s3, b)
+    if report and report.startswith("s3://"):
+        split_s3_uri(report)
+    counts: Counter = Counter(dict.fromkeys(("missing", "differing", "extra", "same"), 0))
+    fd, local = tempfile.mkstemp(prefix="compare-", suffix=".csv")
+    import csv
+
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["key", "status", "size_a", "size_b", "etag_a", "etag_b"])
+        for key, x, y in merge(listed(s3, a, prefix), listed(s3, b, prefix)):
+            if y is None:
+                status = "missing"
+            elif x is None:
+                status = "extra"
+            elif x.size != y.size or x.etag != y.etag:
+                status = "differing"
+            else:
+                counts["same"] += 1
+                continue
+            counts[status] += 1
+            out.writerow(
+                [
+                    key,
+                    status,
+                    x.size if x else "",
+                    y.size if y else "",
+                    x.etag if x else "",
+                    y.etag if y else "",
+                ]
+            )
+    if report and report.startswith("s3://"):
+        bucket, key = split_s3_uri(report)
+        s3.upload_file(local, bucket, key)
+        os.unlink(local)
+        where = report
+    elif report:
+        shutil.move(local, report)
+        where = report
+    else:
+        where = local
+    create_table_artifact(
+        key="compare-buckets",
+        table=[{"status": k, "objects": v} for k, v in counts.items()],
+        description=f"s3://{a}/{prefix} against s3://{b}/{prefix}; differences in {where}",
+    )
+    return {**dict(counts), "report": where}

@@ -114,3 +114,20 @@ class SortedKeys:
         while self._current is not None and self._current.encode() < wanted:
             self._current = next(self._keys, None)
         return self._current == key
+
+
+def check_prefix(prefix: str) -> str:
+    """A backup prefix: relative, and not coldflow's own folder."""
+    from tasks.core.errors import InputError
+
+    if prefix.startswith("/") or prefix.startswith(RESERVED):
+        raise InputError(f"prefix {prefix!r} must be relative and not under {RESERVED}")
+    return prefix
+
+
+def make_dir(path: str) -> str:
+    """``path``, created if needed (a parent for temporary work folders)."""
+    import os
+
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -63,3 +63,12 @@ class Counter:
         with self._lock:
             self.count += 1
             self.bytes += nbytes
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` items (the last may be shorter), drawn lazily from ``items``."""
+    from itertools import islice
+
+    source = iter(items)
+    while batch := list(islice(source, size)):
+        yield batch

@@ -157,6 +157,10 @@ class PlatesFailedError(ItemsFailedError):
     """Some plates of a run failed or were empty."""
 
 
+class BackupFailedError(ItemsFailedError):
+    """Some objects were not backed up, restored or tagged; ``summary`` holds the counts."""
+
+
 # -- botocore's answers --------------------------------------------------------------------
 
 #: An object in an archive tier that is not restored (GET, copy, tagging on some endpoints).

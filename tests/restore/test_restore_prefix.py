@@ -285,3 +285,15 @@ def test_twenty_thousand_objects_with_few_task_runs(s3, loopback, tmp_path):
 
     task_runs = asyncio.run(count_task_runs())
     assert 20 <= task_runs <= 30  # inventory + 20 batches + sensor, not one per object
+
+
+def test_listing_reports_restore_state_for_every_key(s3):
+    """The loopback endpoint tracks restores under the keys S3 stores (UTF-8, '%', '+', '&'),
+    so the sensor's listing sees them all and a re-run does not re-request them."""
+    keys = ["plain.bin", "sp ace.bin", "plus+.bin", "pct%41.bin", "amp&.bin", "ünï.bin"]
+    for k in keys:
+        s3.put_object(Bucket=COLD, Key=P + k, Body=b"x", StorageClass="GLACIER")
+        s3.restore_object(Bucket=COLD, Key=P + k, RestoreRequest={"Days": 1})
+    page = s3.list_objects_v2(Bucket=COLD, Prefix=P, OptionalObjectAttributes=["RestoreStatus"])
+    listed = {o["Key"].removeprefix(P): o.get("RestoreStatus") for o in page["Contents"]}
+    assert all(listed[k] is not None for k in keys), listed

@@ -215,3 +215,13 @@ def test_expired_output_gets_a_new_job(vault, s3, loopback):
     with pytest.raises(ArchivesFailedError):
         thaw_vault_archives(VAULT, COLD, archives={a: "late.bin"}, **FAST)
     assert loopback.request_counts["Glacier:InitiateJob"] == 2  # one new job, then give up
+
+
+def test_a_running_job_is_reused_never_doubled(vault, s3, loopback):
+    g, upload = vault
+    a = upload(b"already asked for")
+    loopback.vaults.durations["Standard"] = 1.0
+    g.initiate_job(vaultName=VAULT, jobParameters={"Type": "archive-retrieval", "ArchiveId": a})
+    rows = thaw_vault_archives(VAULT, COLD, archives={a: "reused.bin"}, **FAST)
+    assert rows[0]["status"] == "thawed" and "reused a running job" in rows[0]["message"]
+    assert loopback.vaults.started == [(VAULT, a, "Standard")]  # only the job started by hand

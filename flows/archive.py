@@ -103,9 +103,14 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
             }
             for step, seconds in built.seconds.items():
                 result.seconds[step] = result.seconds.get(step, 0.0) + seconds
+            result.aborted_uploads += built.aborted_uploads
         steps.verify_listings(work)
         result.status, result.verified = ItemStatus.ARCHIVED, True
         result.message = "archived and verified"
+        if result.aborted_uploads:
+            result.message += (
+                f"; aborted {result.aborted_uploads} incomplete upload(s) an earlier run left"
+            )
         if settings.delete_source:
             everything = work.path("entries_all.tsv")
             merge_sorted_files([work.entries(b) for b in work.where.bundles], everything)

@@ -18,7 +18,7 @@ from tasks.archive.listing import PlateListing, bundle_totals
 from tasks.archive.staging import stage_entries, staged_path
 from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead
 from tasks.core.errors import ArchiveVerificationError
-from tasks.core.s3 import MIB, part_size_for, put_text, upload_path
+from tasks.core.s3 import MIB, abort_incomplete_uploads, part_size_for, put_text, upload_path
 from tasks.formats.checksums import HashingWriter, MultipartHasher
 from tasks.formats.listing import read_entries, sort_file, write_lines
 from tasks.formats.tarball import MemberSource, epoch, tar_listing_lines, write_tarball
@@ -44,6 +44,7 @@ class BundleResult:
     md5: str
     etag: str
     seconds: dict[str, float] = field(default_factory=dict)
+    aborted_uploads: int = 0  # incomplete uploads a crashed run had left under the key
 
 
 def tarball_bound(nbytes: int, count: int) -> int:
@@ -89,6 +90,8 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     key = where.tarball(bundle, s.compression)
     tar_name = key.rsplit("/", 1)[-1]
     listing = work.path(f"listing_tar_{bundle}.txt")
+    # a crashed run may have left an incomplete multipart upload here, billed until aborted
+    aborted = abort_incomplete_uploads(s.client, s.cold_bucket, key)
     build = _stream_bundle if s.streaming else _staged_bundle
     hasher, remote, seconds = build(work, bundle, key, part_size, listing)
     sort_file(listing)
@@ -99,7 +102,9 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
         )
     put_text(s.client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
     put_text(s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
-    return BundleResult(bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds)
+    return BundleResult(
+        bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds, aborted
+    )
 
 
 def _staged_bundle(

@@ -25,6 +25,7 @@ class PlateResult:
     finished: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
     worker: str = ""  # host:pid that archived the plate
+    aborted_uploads: int = 0  # incomplete multipart uploads of earlier runs, aborted
 
     @property
     def ok(self) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_UPLOAD_PARTS",
     "MIB",
     "MIN_PART_SIZE",
+    "abort_incomplete_uploads",
     "check_bucket",
     "download",
     "get_text",
@@ -156,3 +157,16 @@ def upload_path(
             Config=transfer_config(part_size, concurrency),
         )
         return strip_etag(client.head_object(Bucket=bucket, Key=key)["ETag"])
+
+
+def abort_incomplete_uploads(s3: Any, bucket: str, key: str) -> int:
+    """Abort incomplete multipart uploads of exactly ``key`` (a crashed run's); returns how many."""
+    aborted = 0
+    with s3_errors(bucket, key):
+        pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+                    aborted += 1
+    return aborted

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import ArchiveVerificationError, ColdflowError, error_code, s3_errors
 from tasks.core.retry import retry_stream
-from tasks.core.s3 import head, strip_etag
+from tasks.core.s3 import abort_incomplete_uploads, head, strip_etag
 from tasks.vault.jobs import EXPIRED_CODES
 from tasks.vault.treehash import chunk_size_for, combine, tree_hash
 
@@ -69,19 +69,6 @@ def already_copied(
         and (digest is None or recorded == digest)
         and (size is None or int(found["ContentLength"]) == size)
     )
-
-
-def abort_incomplete_uploads(s3: Any, bucket: str, key: str) -> int:
-    """Abort incomplete multipart uploads of exactly ``key`` (a crashed run's); returns how many."""
-    aborted = 0
-    with s3_errors(bucket, key):
-        pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key)
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                if upload["Key"] == key:
-                    s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-                    aborted += 1
-    return aborted
 
 
 def _read_range(glacier: Any, vault: str, job_id: str, start: int, end: int) -> tuple[bytes, str]:

@@ -23,6 +23,8 @@ WRITES = {
     "RestoreObject",
 }
 
+TAG = f"{PROJECT}_{BATCH}_{SPACED[0]}"
+
 
 def run(csv: str, tmp_path, **kwargs):
     return archive_plates(
@@ -332,3 +334,16 @@ def test_two_runs_never_archive_the_same_plate_at_once(s3, seed, plates_csv, tmp
     archived = next(r for r in rows if r["status"] == "archived")
     skipped = next(r for r in rows if r["status"] == "skipped")
     assert skipped["started"] >= archived["finished"]  # it waited for the plate's slot
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_incomplete_upload_a_crashed_run_left_is_aborted(s3, seed, plates_csv, tmp_path, streaming):
+    seed(SPACED)
+    tarball = f"imaging_analysis/{PROJECT}/plates/{TAG}_backend.tar.gz"
+    s3.create_multipart_upload(Bucket=COLD, Key=tarball)  # what a killed run leaves behind
+    s3.create_multipart_upload(Bucket=COLD, Key=tarball + ".other")  # not ours: left alone
+    (row,) = run(plates_csv(SPACED), tmp_path, streaming=streaming)
+    assert row["status"] == "archived" and row["aborted_uploads"] == 1
+    assert "aborted 1 incomplete upload" in row["message"]
+    left = [u["Key"] for u in s3.list_multipart_uploads(Bucket=COLD).get("Uploads", [])]
+    assert left == [tarball + ".other"]

@@ -168,13 +168,13 @@ def restore_plate(
     streaming: bool,
 ) -> plate_restore.RestoredPlate:
     """One plate back to its original keys, verified. Fails with its row attached."""
-    archived = located[plate.plate_id]
     work = PlateWork.create(settings, plate)
     log = run_logger()
     row = plate_restore.RestoredPlate(
         plate.plate_id, work.tag, ItemStatus.FAILED, started=time.time()
     )
     try:
+        archived = plate_restore.read_sidecars(work, located[plate.plate_id])
         work.workdir.mkdir(parents=True, exist_ok=True)
         index = str(plate_restore.LiveIndex.build(work, work.path("live.sqlite")))
         for bundle in bundles:
@@ -234,8 +234,8 @@ def restore_plates(
 ) -> list[dict]:
     """Bring archived plates back to their original keys in the live bucket, verified.
 
-    Restores each plate's tarballs and .md5 sidecars from the cold tier (cost estimate
-    first, then the sensor waits), checks each tarball's ETag and MD5 against its sidecars,
+    Restores each plate's tarballs and their .md5 / .etag sidecars from the cold tier (cost
+    estimate first, then the sensor waits), checks each tarball's ETag and MD5 against its sidecars,
     refuses any tarball with a member outside the plate's prefixes (absolute paths, '..',
     links, other plates' keys) before uploading anything from it, uploads every member to
     its original key, and verifies the live bucket against the stored S3 listing. Re-runs
@@ -303,12 +303,12 @@ def restore_plates(
             ).as_dict()
 
     if located:
+        # tarballs and sidecars alike: a lifecycle rule may have archived all of them
         keys = [
             k
             for w in works
             if w.plate.plate_id in located
-            for b in chosen
-            for k in (located[w.plate.plate_id].tarballs[b], w.where.md5_sidecar(b))
+            for k in plate_restore.archive_keys(w, located[w.plate.plate_id])
         ]
         work_root = Path(scratch_dir) / f"restore-plates-{time.strftime('%Y%m%dT%H%M%S')}"
         plan = RequestPlan(

@@ -51,34 +51,49 @@ class ArchivedPlate:
 
 
 def locate_archive(work: PlateWork, bundles: list[str]) -> ArchivedPlate:
-    """Find a plate's tarballs, sidecars and listing; the error names every missing key."""
+    """Find a plate's tarballs, sidecars and listing (by HEAD: a lifecycle rule may have
+    archived the sidecars too, so they are read only after the restore); the error names
+    every missing key."""
     s, where = work.settings, work.where
     client = s.client
     missing: list[str] = []
-    tarballs, md5s, etags = {}, {}, {}
+    tarballs = {}
     for bundle in bundles:
         key = where.tarball(bundle, s.compression)
-        if head(client, s.cold_bucket, key) is None:
-            missing.append(f"s3://{s.cold_bucket}/{key}")
-            continue
+        for needed in (key, where.md5_sidecar(bundle), where.etag_sidecar(bundle)):
+            if head(client, s.cold_bucket, needed) is None:
+                missing.append(f"s3://{s.cold_bucket}/{needed}")
         tarballs[bundle] = key
-        md5 = get_text(client, s.cold_bucket, where.md5_sidecar(bundle))
-        etag = get_text(client, s.cold_bucket, where.etag_sidecar(bundle))
-        if md5 is None:
-            missing.append(f"s3://{s.cold_bucket}/{where.md5_sidecar(bundle)}")
-        else:
-            md5s[bundle] = md5.split()[0]
-        if etag is None:
-            missing.append(f"s3://{s.cold_bucket}/{where.etag_sidecar(bundle)}")
-        else:
-            etags[bundle] = etag.strip()
     if head(client, s.bucket, where.s3_listing) is None:
         missing.append(f"s3://{s.bucket}/{where.s3_listing}")
     if missing:
         raise MissingArchiveError(
             f"{work.tag}: not archived (or incompletely): missing {', '.join(missing)}"
         )
-    return ArchivedPlate(tarballs, md5s, etags, where.s3_listing)
+    return ArchivedPlate(tarballs, {}, {}, where.s3_listing)
+
+
+def archive_keys(work: PlateWork, archived: ArchivedPlate) -> list[str]:
+    """The cold-bucket keys a restore must bring back: tarballs and their sidecars."""
+    where = work.where
+    return [
+        k
+        for bundle, tarball in archived.tarballs.items()
+        for k in (tarball, where.md5_sidecar(bundle), where.etag_sidecar(bundle))
+    ]
+
+
+def read_sidecars(work: PlateWork, archived: ArchivedPlate) -> ArchivedPlate:
+    """The plate with its ``.md5`` and ``.etag`` sidecars read (once they are readable)."""
+    s, where = work.settings, work.where
+    md5s, etags = {}, {}
+    for bundle in archived.tarballs:
+        md5 = get_text(s.client, s.cold_bucket, where.md5_sidecar(bundle))
+        etag = get_text(s.client, s.cold_bucket, where.etag_sidecar(bundle))
+        if md5 is None or etag is None:
+            raise MissingArchiveError(f"{work.tag}: the {bundle} sidecars vanished")
+        md5s[bundle], etags[bundle] = md5.split()[0], etag.strip()
+    return ArchivedPlate(dict(archived.tarballs), md5s, etags, archived.listing)
 
 
 def check_member(info: tarfile.TarInfo, where: PlateLayout, bundle: str, dest: str) -> str | None:

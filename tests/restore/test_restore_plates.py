@@ -159,3 +159,30 @@ def test_missing_archive_names_the_missing_keys(s3, seed, plates_csv, tmp_path):
     never = f"{PROJECT}_{BATCH}_NEVER1"
     assert f"s3://{COLD}/{PLATES}{never}_images_illum_analysis.tar.gz" in rows["NEVER1"]
     assert f"s3://{COLD}/{PLATES}{never}_backend.tar.gz" in rows["NEVER1"]
+
+
+def test_a_lifecycle_rule_that_archived_the_sidecars_too(s3, seed, plates_csv, tmp_path, loopback):
+    """A cold bucket whose lifecycle rule moved everything to Glacier: sidecars and listings
+    are restored along with the tarballs (one estimate, one wait), never read raw."""
+    originals = seed(SPACED)
+    csv = plates_csv(SPACED)
+    archive_plates(
+        csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "a"), delete_source=True
+    )
+    listed = s3.list_objects_v2(Bucket=COLD, Prefix=PLATES)["Contents"]
+    cold = [o["Key"] for o in listed]
+    for key in (o["Key"] for o in listed if o.get("StorageClass", "STANDARD") == "STANDARD"):
+        # what the rule does to sidecars and listings (tarballs are DEEP_ARCHIVE already)
+        s3.copy_object(
+            Bucket=COLD,
+            Key=key,
+            CopySource={"Bucket": COLD, "Key": key},
+            StorageClass="GLACIER",
+            MetadataDirective="COPY",
+        )
+    loopback.tiers.durations["Standard"] = 1.0
+    loopback.tiers.requests.clear()
+    result = restore(csv, tmp_path)
+    assert result[0]["status"] == "restored" and result[0]["verified"] == len(originals)
+    requested = {r[1] for r in loopback.tiers.requests}
+    assert {k for k in cold if k.endswith((".md5", ".etag", ".tar.gz"))} <= requested

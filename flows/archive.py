@@ -32,7 +32,7 @@ from tasks.core.clients import s3_client
 from tasks.core.errors import EmptyPlateError, InputError, PlateFailedError, describe
 from tasks.core.locks import plate_lock
 from tasks.core.memory import limit_malloc_arenas
-from tasks.core.s3 import MIB, check_bucket
+from tasks.core.s3 import MIB, StorageClass, check_bucket
 from tasks.core.status import ItemStatus
 from tasks.formats.compression import check_level
 from tasks.formats.layout import resolve_layout
@@ -42,16 +42,6 @@ from tasks.plates.work import PlateSettings, PlateWork, clean_scratch
 
 #: Upper bound of ``max_parallel_plates`` (and the size of the flow's thread pool).
 MAX_PARALLEL_PLATES = 16
-
-ArchiveStorageClass = Literal[
-    "DEEP_ARCHIVE",
-    "GLACIER",
-    "GLACIER_IR",
-    "INTELLIGENT_TIERING",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "STANDARD",
-]
 
 
 @task(
@@ -177,7 +167,7 @@ def archive_plates(
     bucket: str,
     cold_bucket: str,
     scratch_dir: str = DEFAULT_SCRATCH,
-    storage_class: ArchiveStorageClass = "DEEP_ARCHIVE",
+    storage_class: StorageClass = "DEEP_ARCHIVE",
     delete_source: bool = False,
     dry_run: bool = False,
     max_parallel_plates: Annotated[int, Field(ge=1, le=MAX_PARALLEL_PLATES)] = 2,

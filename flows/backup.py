@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.artifacts import (
@@ -45,23 +45,11 @@ from tasks.backup.diff import (
 )
 from tasks.core.clients import s3_client
 from tasks.core.errors import BackupFailedError, InputError
-from tasks.core.s3 import MIB, check_bucket, split_s3_uri
+from tasks.core.s3 import MIB, StorageClass, check_bucket, split_s3_uri
 from tasks.formats.ledger import escape_key
 from tasks.formats.listing import REPORT_SAMPLE, sort_file
 
-__all__ = ["backup_bucket", "compare_buckets", "restore_bucket"]
-
-StorageClass = Literal[
-    "STANDARD",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER_IR",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-]
-Tier = Literal["Standard", "Bulk", "Expedited"]
-#: Keys per task run.
+__all__ = ["backup_bucket", "compare_buckets", "restore_bucket"]  #: Keys per task run.
 BATCH = 1000
 
 

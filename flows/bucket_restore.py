@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
@@ -25,14 +25,13 @@ from tasks.backup.diff import RESERVED, SortedKeys, check_prefix, listed, make_d
 from tasks.core.clients import s3_client
 from tasks.core.concurrency import batched
 from tasks.core.errors import BackupFailedError, InputError
-from tasks.core.s3 import MIB, check_bucket
+from tasks.core.s3 import MIB, Tier, check_bucket
 from tasks.core.sensor import Backoff
 from tasks.formats.ledger import escape_key
 from tasks.formats.listing import REPORT_SAMPLE, sort_file
 from tasks.restore.inventory import take_inventory
 from tasks.restore.plan import RequestPlan
 
-Tier = Literal["Standard", "Bulk", "Expedited"]
 #: Keys per task run.
 BATCH = 1000
 

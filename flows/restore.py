@@ -35,7 +35,7 @@ from flows.requests import request_and_wait
 from tasks.core.clients import s3_client
 from tasks.core.errors import InputError, PlateFailedError, describe
 from tasks.core.memory import limit_malloc_arenas
-from tasks.core.s3 import check_bucket, split_s3_uri
+from tasks.core.s3 import Tier, check_bucket, split_s3_uri
 from tasks.core.sensor import Backoff
 from tasks.core.status import ItemStatus
 from tasks.formats.layout import resolve_layout
@@ -44,8 +44,6 @@ from tasks.plates.work import PlateSettings, PlateWork, clean_scratch
 from tasks.restore import plates as plate_restore
 from tasks.restore import tasks as restore_tasks
 from tasks.restore.plan import EXPENSIVE_GB, EXPENSIVE_OBJECTS, RequestPlan
-
-Tier = Literal["Standard", "Bulk", "Expedited"]
 
 
 @flow(

@@ -20,7 +20,7 @@ from pydantic import Field
 from flows.common import raise_if_failed, run_logger, submit_bounded
 from tasks.core.clients import client, s3_client
 from tasks.core.errors import InputError, ItemsFailedError, describe
-from tasks.core.s3 import check_bucket
+from tasks.core.s3 import StorageClass, Tier, check_bucket
 from tasks.core.sensor import Backoff
 from tasks.core.status import ItemStatus
 from tasks.restore.plan import EXPENSIVE_GB, EXPENSIVE_OBJECTS
@@ -36,17 +36,9 @@ from tasks.vault.archives import (
 from tasks.vault.jobs import Started, check_vault, running_jobs
 from tasks.vault.tasks import ThawRow
 
-VaultTier = Literal["Expedited", "Standard", "Bulk"]
-StorageClass = Literal[
-    "STANDARD",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER_IR",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-]
-#: Rounds of "start a new job, wait, copy" for outputs that expired before they were copied.
+VaultTier = Literal[
+    "Expedited", "Standard", "Bulk"
+]  #: Rounds of "start a new job, wait, copy" for outputs that expired before they were copied.
 EXPIRED_ROUNDS = 2
 
 
@@ -65,7 +57,7 @@ def thaw_vault_archives(
     bucket: str,
     archives: dict[str, str] | str | None = None,
     prefix: str = "",
-    tier: VaultTier = "Standard",
+    tier: Tier = "Standard",
     storage_class: StorageClass = "STANDARD",
     delete_archive: bool = False,
     dry_run: bool = False,

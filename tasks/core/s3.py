@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
@@ -24,12 +24,27 @@ DEFAULT_PART_SIZE = 8 * MIB
 #: Keys per DeleteObjects request (the API's maximum).
 DELETE_BATCH = 1000
 
+#: The storage classes a flow may write (a form's choices in the UI).
+StorageClass = Literal[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+]
+#: Retrieval tiers, for restores and vault jobs alike.
+Tier = Literal["Standard", "Bulk", "Expedited"]
+
 __all__ = [
     "DEFAULT_PART_SIZE",
     "DELETE_BATCH",
     "MAX_UPLOAD_PARTS",
     "MIB",
     "MIN_PART_SIZE",
+    "StorageClass",
+    "Tier",
     "abort_incomplete_uploads",
     "check_bucket",
     "download",

@@ -35,7 +35,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from loopback import tags
+from loopback import listing, tags
 from loopback.net import LOOPBACK_CREDENTIALS, free_port
 from loopback.tiers import ArchiveTiers
 from loopback.vault import VaultJobs
@@ -204,10 +204,13 @@ class FaultInjector:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/moto-api"):
+            listing.invalidate()  # a reset forgets every bucket
             return self.app(environ, start_response)
         if path.startswith("/_loopback/"):
             return self._control(path, environ, start_response)
         request = self._request(environ)
+        if request.method not in ("GET", "HEAD"):
+            listing.invalidate()  # a write may add or remove keys
         signer = _SIGNER.search(environ.get("HTTP_AUTHORIZATION", ""))
         with self._lock:
             self.counts[request.operation] += 1
@@ -412,6 +415,7 @@ class _Server(ThreadedMotoServer):
         self._owner = owner
 
     def _server_entry(self) -> None:
+        listing.install()
         injector = FaultInjector(DomainDispatcherApplication(create_backend_app))
         self._owner.injector = injector
         self._server = make_server(
@@ -427,9 +431,13 @@ def bulk_put(
     """Create objects directly in this process's moto store (no HTTP round trips)."""
     from moto.s3.models import s3_backends
 
+    from loopback import listing
+
+    listing.invalidate()
     backend = s3_backends["123456789012"]["aws"]
     n = 0
     for key in keys:
         backend.put_object(bucket, key, body, storage=storage_class, disable_notification=True)
         n += 1
+    listing.invalidate()
     return n

@@ -196,9 +196,9 @@ def test_fifty_thousand_objects_with_few_task_runs(buckets, loopback):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    n, new = 50_000, 5_000
+    n, new = 50_000, 2_000
     loopback.bulk_put(SRC, (f"many/{i:06d}" for i in range(n)))
-    # an earlier night backed up all but the last 5,000 (same bytes, so the same ETags)
+    # an earlier night backed up all but the last 2,000 (same bytes, so the same ETags)
     loopback.bulk_put(BAK, (f"many/{i:06d}" for i in range(n - new)))
 
     @flow
@@ -224,4 +224,4 @@ def test_fifty_thousand_objects_with_few_task_runs(buckets, loopback):
 
     import asyncio
 
-    assert asyncio.run(count()) <= 10  # five batches of 1,000 keys, not 5,000 task runs
+    assert asyncio.run(count()) <= 8  # two batches of 1,000 keys, not 2,000 task runs

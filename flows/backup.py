@@ -45,7 +45,7 @@ from tasks.backup.diff import (
 )
 from tasks.core.clients import s3_client
 from tasks.core.errors import BackupFailedError, InputError
-from tasks.core.s3 import MIB, StorageClass, check_bucket, split_s3_uri
+from tasks.core.s3 import MIB, StorageClass, check_bucket, download_if_exists, split_s3_uri
 from tasks.formats.ledger import escape_key
 from tasks.formats.listing import REPORT_SAMPLE, sort_file
 
@@ -119,7 +119,7 @@ def backup_bucket(
     try:
         ledger_key = _ledger_key(prefix)
         before = work / "deleted-before.txt"
-        _download_or_empty(s3, backup, ledger_key, before)
+        download_if_exists(s3, backup, ledger_key, before)
         after = work / "deleted-after.txt"
         queued = {"copy_bytes": 0, "done_bytes": 0}
         progress = create_progress_artifact(
@@ -246,15 +246,6 @@ class _Dispatch:
                 self.credentials_block,
             )
         return backup_tasks.tag_batch.submit(batch, self.backup, self.credentials_block)
-
-
-def _download_or_empty(s3: Any, bucket: str, key: str, path: Path) -> None:
-    from tasks.core.s3 import download, head
-
-    if head(s3, bucket, key) is None:
-        path.write_text("")
-    else:
-        download(s3, bucket, key, path)
 
 
 @flow(name="compare-buckets", validate_parameters=True)

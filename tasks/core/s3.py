@@ -4,6 +4,7 @@ part size. Clients come from :mod:`tasks.core.clients`; errors are translated by
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,7 @@ __all__ = [
     "abort_incomplete_uploads",
     "check_bucket",
     "download",
+    "download_if_exists",
     "get_text",
     "head",
     "iter_objects",
@@ -132,6 +134,22 @@ def download(client: Any, bucket: str, key: str, path: Path) -> Path:
     with s3_errors(bucket, key):
         client.download_file(bucket, key, str(path))
     return path
+
+
+def download_if_exists(client: Any, bucket: str, key: str, path: Path) -> bool:
+    """Stream one object to ``path`` with a single GET; False (and ``path`` left empty) when
+    the key does not exist."""
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as exc:
+        if not is_missing(exc):
+            with s3_errors(bucket, key):
+                raise
+        path.write_bytes(b"")
+        return False
+    with open(path, "wb") as f:
+        shutil.copyfileobj(body, f, MIB)
+    return True
 
 
 def part_size_for(size: int, start: int = DEFAULT_PART_SIZE) -> int:

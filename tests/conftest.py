@@ -111,3 +111,24 @@ def live_keys(client, prefix: str = "projects/") -> dict[str, str]:
 def source_keys(client) -> dict[str, str]:
     """Live keys outside the backup folder (the plates' sources)."""
     return {k: v for k, v in live_keys(client).items() if "/workspace/backup/" not in k}
+
+
+def task_runs_of(run_id) -> int:
+    """How many task runs a flow run and its subflow runs made (from the Prefect API)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def count() -> int:
+        async with get_client() as client:
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run_id]})
+            )
+            ids = [run_id, *(c.id for c in children)]
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+            )
+            return len(runs)
+
+    return asyncio.run(count())

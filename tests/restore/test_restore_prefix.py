@@ -6,10 +6,8 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import COLD
+from conftest import COLD, task_runs_of
 from prefect import flow, task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.restore import restore_prefix
 from tasks.core.errors import InputError, RestoreTimeout
@@ -270,20 +268,7 @@ def test_twenty_thousand_objects_with_few_task_runs(s3, loopback, tmp_path):
     sensor_and_listing = requests["ListObjects"] + requests.get("HeadObject", 0)
     assert sensor_and_listing <= 2 * n / 100  # listing polls: 1,000 keys a request
 
-    async def count_task_runs() -> int:
-        async with get_client() as client:
-            children = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run_id]})
-            )
-            ids = [run_id, *(c.id for c in children)]
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
-            )
-            return len(runs)
-
-    import asyncio
-
-    task_runs = asyncio.run(count_task_runs())
+    task_runs = task_runs_of(run_id)
     assert 20 <= task_runs <= 30  # inventory + 20 batches + sensor, not one per object
 
 

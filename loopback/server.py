@@ -36,6 +36,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 from loopback import listing, tags
+from loopback.batch import BatchJobs
 from loopback.net import LOOPBACK_CREDENTIALS, free_port
 from loopback.tiers import ArchiveTiers
 from loopback.vault import VaultJobs
@@ -58,6 +59,8 @@ class Request:
         q = self.query
         if self.service == "glacier":
             return "Glacier:" + _glacier_operation(self.method, self.key)
+        if self.service == "s3control":
+            return "S3Control:" + _control_operation(self.method, self.key)
         if self.method == "POST" and "restore" in q:
             return "RestoreObject"
         if self.method == "POST" and "delete" in q:
@@ -90,6 +93,8 @@ class Rule:
     hits: int = 0
 
 
+#: The first path segment of every S3 Control API request.
+CONTROL_API = "v20180820"
 #: The access key id in a SigV4 Authorization header, and the service it signed for.
 _SIGNER = re.compile(r"Credential=([^/,\s]+)/")
 _SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
@@ -108,6 +113,18 @@ def _glacier_operation(method: str, path: str) -> str:
     return {"GET": "DescribeVault", "PUT": "CreateVault", "DELETE": "DeleteVault"}.get(
         method, method + "Vault"
     )
+
+
+def _control_operation(method: str, path: str) -> str:
+    """CreateJob, ListJobs, DescribeJob, UpdateJobStatus (Batch Operations)."""
+    parts = path.split("/")
+    if parts == ["jobs"]:
+        return "CreateJob" if method == "POST" else "ListJobs"
+    if parts[:1] == ["jobs"] and parts[-1] == "status":
+        return "UpdateJobStatus"
+    if parts[:1] == ["jobs"]:
+        return "DescribeJob"
+    return method + ":" + path
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -129,6 +146,7 @@ class FaultInjector:
         self.responders: list[Callable[[Request, Any, Callable], Iterable[bytes] | None]] = []
         self.tiers = ArchiveTiers()
         self.vaults = VaultJobs()
+        self.batch = BatchJobs(self.tiers)
         self._lock = threading.Lock()
         self._random = Random(seed)
 
@@ -145,13 +163,16 @@ class FaultInjector:
             k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
         }
         scope = _SCOPE.search(headers.get("authorization", ""))
+        service = scope.group(1) if scope else "s3"
+        if bucket == CONTROL_API:
+            service = "s3control"  # signed as "s3", but the control API's paths
         return Request(
             environ["REQUEST_METHOD"],
             bucket,
             key,
             parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
             headers,
-            scope.group(1) if scope else "s3",
+            service,
         )
 
     def _control(self, path: str, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -223,6 +244,8 @@ class FaultInjector:
         if rule is None:
             if request.service == "glacier":
                 answer = self.vaults.handle(environ, start_response, self.app)
+            elif request.service == "s3control" and request.key.startswith("jobs"):
+                answer = self.batch.handle(environ, start_response, self.app)
             else:
                 answer = tags.handle(request, environ, start_response) or self.tiers.handle(
                     request, environ, start_response, self.app
@@ -287,6 +310,7 @@ class LoopbackS3:
         self.clear_faults()
         self.tiers.reset()
         self.vaults.reset()
+        self.batch.reset()
 
     def bulk_put(
         self, bucket: str, keys: Iterable[str], body: bytes = b"x", storage_class: str = "STANDARD"
@@ -300,6 +324,12 @@ class LoopbackS3:
         """Restore durations per tier, Intelligent-Tiering archive tiers, Expedited capacity."""
         assert self.injector is not None
         return self.injector.tiers
+
+    @property
+    def batch(self) -> BatchJobs:
+        """S3 Batch Operations restore jobs: task failures, failed jobs, task speed."""
+        assert self.injector is not None
+        return self.injector.batch
 
     @property
     def vaults(self) -> VaultJobs:

@@ -211,6 +211,47 @@ class ArchiveTiers:
                 self._restores[(request.bucket, request.key)] = _Restore(ready_at, days)
         return answer
 
+    def restore(self, bucket: str, key: str, days: int | None, tier: str) -> tuple[int, str, str]:
+        """Restore an object straight in the store, as a RestoreObject request would (what a
+        Batch Operations job does for each task): (HTTP status, error code, message)."""
+        from moto.s3.exceptions import InvalidObjectState, MissingBucket, MissingKey
+        from moto.s3.models import s3_backends
+
+        with self._lock:
+            self.requests.append((bucket, key, days, tier))
+        archive_tier, _, in_progress = self._state(bucket, key)
+        if tier == "Expedited" and self.expedited_unavailable:
+            return 503, "GlacierExpeditedRetrievalNotAvailable", "no Expedited capacity"
+        if in_progress:
+            return 409, "RestoreAlreadyInProgress", "Object restore is already in progress"
+        ready_at = time.time() + self.durations.get(tier, 0.0)
+        if archive_tier:
+            if days is not None:
+                return 400, "InvalidArgument", "Days is not allowed for archive access tiers"
+            with self._lock:
+                self._restores[(bucket, key)] = _Restore(ready_at, None)
+            return 202, "", ""
+        if days is None:
+            return 400, "InvalidArgument", "Days is required for this storage class"
+        backend = s3_backends["123456789012"]["aws"]
+        try:
+            already = backend.restore_object(bucket, key, str(days), None)
+        except MissingKey:
+            return 404, "NoSuchKey", "The specified key does not exist."
+        except MissingBucket:
+            return 404, "NoSuchBucket", "The specified bucket does not exist"
+        except InvalidObjectState:
+            return (
+                403,
+                "InvalidObjectState",
+                "The operation is not valid for the object's storage class",
+            )
+        if already:
+            return 200, "", ""
+        with self._lock:
+            self._restores[(bucket, key)] = _Restore(ready_at, days)
+        return 202, "", ""
+
     def _list(
         self, request: Any, environ: dict, start_response: Callable, app: Callable
     ) -> Iterable[bytes]:

@@ -13,6 +13,7 @@ os.environ.setdefault("COLDFLOW_RETRY_BASE_SECONDS", "0")
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -132,3 +133,31 @@ def task_runs_of(run_id) -> int:
             return len(runs)
 
     return asyncio.run(count())
+
+
+def restore_events(match: Callable[[Any], bool], timeout: float = 20.0) -> list:
+    """The ``coldflow.restore.*`` events (from the Prefect API) that ``match`` accepts, waiting
+    a little for them to arrive (events are sent in the background)."""
+    import asyncio
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    async def read() -> list:
+        async with get_client() as c:
+            page = await c.read_events(
+                EventFilter(
+                    event=EventNameFilter(prefix=["coldflow.restore."]),
+                    occurred=EventOccurredFilter(),
+                ),
+                limit=50,
+            )
+            return [e for e in page.events if match(e)]
+
+    end = time.monotonic() + timeout
+    while True:
+        found = asyncio.run(read())
+        if found or time.monotonic() > end:
+            return found
+        time.sleep(0.3)

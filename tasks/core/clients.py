@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
@@ -79,8 +80,39 @@ def client(service: str, credentials_block: str | None = None, retries: bool = T
         return found
     config = CLIENT_CONFIG if retries else CLIENT_CONFIG.merge(SINGLE_ATTEMPT)
     made = session(credentials_block).client(service, **_client_params(credentials_block, config))
+    if service == "s3control" and is_custom_endpoint(made.meta.endpoint_url):
+        made.meta.events.register("before-sign.s3-control", _strip_account_host(made))
     with _lock:
         return _clients.setdefault(key, made)
+
+
+#: Host name suffixes of AWS's own endpoints, where the account id belongs in the host name.
+AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+
+
+def is_custom_endpoint(endpoint_url: str) -> bool:
+    """True for an S3-compatible endpoint of our own (loopback, MinIO), not AWS."""
+    host = urlsplit(endpoint_url).hostname or ""
+    return not host.endswith(AWS_DOMAINS)
+
+
+def _strip_account_host(made: Any) -> Any:
+    """A ``before-sign`` handler: send S3 Control requests to the endpoint as configured.
+
+    botocore's endpoint rules put the account id in the host name
+    (``123456789012.127.0.0.1:5055``), which only AWS resolves; a custom endpoint gets its own
+    host back. Real AWS keeps the prefix: the handler is registered for custom endpoints only.
+    """
+    configured = urlsplit(made.meta.endpoint_url).netloc
+
+    def strip(request: Any, **_: Any) -> None:
+        parts = urlsplit(request.url)
+        head, _, rest = parts.netloc.partition(".")
+        if rest == configured and head.isdigit():
+            request.url = urlunsplit(parts._replace(netloc=configured))
+            request.headers["Host"] = configured
+
+    return strip
 
 
 def s3_client(credentials_block: str | None = None, botocore_retries: bool = True) -> Any:

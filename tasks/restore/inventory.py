@@ -139,7 +139,7 @@ def _head_classify(
     yield from bounded_map(one, items, workers=workers)
 
 
-class _Router:
+class Router:
     """Sends classified objects to batch files (to request), pending or the ledger."""
 
     def __init__(self, workdir: Path, batch_size: int, inventory: Inventory) -> None:
@@ -192,7 +192,7 @@ def take_inventory(
     ``keep_key``, if given, is asked about every key in listing order."""
     workdir.mkdir(parents=True, exist_ok=True)
     inv = Inventory()
-    router = _Router(workdir, batch_size, inv)
+    router = Router(workdir, batch_size, inv)
     unknown: list[Candidate] = []
 
     def resolve() -> None:
@@ -242,7 +242,7 @@ def inventory_from_ledger(
     carried over to the new ledger as it was."""
     workdir.mkdir(parents=True, exist_ok=True)
     inv = Inventory()
-    router = _Router(workdir, batch_size, inv)
+    router = Router(workdir, batch_size, inv)
     try:
         for frame in read_ledger(ledger, credentials_block):
             errors = frame[frame["status"] == ERROR]
@@ -276,7 +276,7 @@ def inventory_of_keys(
     """Classify a known set of keys (a plate's tarballs and sidecars) by HEAD."""
     workdir.mkdir(parents=True, exist_ok=True)
     inv = Inventory(listed=len(keys), heads=len(keys))
-    router = _Router(workdir, batch_size, inv)
+    router = Router(workdir, batch_size, inv)
     try:
         found = [Candidate(k, 0, "") for k in keys]
         for c, status, message in _head_classify(client, bucket, found, head_workers):

@@ -207,9 +207,9 @@ def bulk_restore(
             if status == "Complete":
                 seen = batch_tasks.wait_for_objects(
                     bucket,
-                    prefix if manifest is None else "",
+                    prefix if manifest is None else None,
                     pending,
-                    inventory.listed if manifest is None else 10**12,
+                    inventory.listed,
                     total,
                     backoff,
                     aws_credentials_block,

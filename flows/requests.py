@@ -10,6 +10,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import run_logger, submit_bounded
 from tasks.core.clients import s3_client
+from tasks.core.errors import RestoreTimeout
+from tasks.core.events import emit_restore_event
 from tasks.core.s3 import split_s3_uri
 from tasks.core.status import ObjectStatus
 from tasks.formats.ledger import merge_ledgers, merge_pending
@@ -30,9 +32,13 @@ def request_and_wait(
     dry_run: bool = False,
     ledger_path: str | None = None,
     ledger_s3_uri: str | None = None,
+    flow: str = "restore-prefix",
 ) -> dict:
     """Publish the estimate, request every batch, write the ledger and, with ``wait``, hold
-    until every requested restore is readable. Returns counts by status."""
+    until every requested restore is readable. Returns counts by status.
+
+    Ends with one ``coldflow.restore.<status>`` event (Complete, Requested without ``wait``,
+    Timeout), none for a dry run."""
     log = run_logger()
     estimated = estimate(plan.tier, inventory.to_request, inventory.to_request_bytes)
     create_markdown_artifact(
@@ -100,15 +106,52 @@ def request_and_wait(
     log.info("requested: %s; %d pending", _plain(counts), n_pending)
 
     result["ready"] = 0
-    if wait and n_pending:
-        seen = restore_tasks.wait_for_restores(
-            bucket, prefix, str(pending), inventory.listed, plan.backoff, plan.credentials_block
-        )
-        result["ready"] = seen[ObjectStatus.READY]
-        result["requests"] += seen["requests"]
-        result["sensor_requests"] = seen["requests"]
-        counts[ObjectStatus.ERROR] += seen[ObjectStatus.ERROR]
+    status = "Complete" if wait else "Requested"
+    try:
+        if wait and n_pending:
+            seen = restore_tasks.wait_for_restores(
+                bucket, prefix, str(pending), inventory.listed, plan.backoff, plan.credentials_block
+            )
+            result["ready"] = seen[ObjectStatus.READY]
+            result["requests"] += seen["requests"]
+            result["sensor_requests"] = seen["requests"]
+            counts[ObjectStatus.ERROR] += seen[ObjectStatus.ERROR]
+    except RestoreTimeout as exc:
+        status = "Timeout"
+        result["ready"] = int(exc.counts.get(ObjectStatus.READY, 0))
+        raise
+    except Exception:
+        status = "Failed"
+        raise
+    finally:
+        _announce(flow, status, bucket, prefix, result, counts)
     return {**result, **_plain(counts)}
+
+
+def _announce(
+    flow: str, status: str, bucket: str, prefix: str, result: dict, counts: Counter
+) -> None:
+    """The restore's one completion event, with the same counts bulk_restore reports."""
+    done = {ObjectStatus.RESTORED, ObjectStatus.NOT_ARCHIVED, ObjectStatus.ERROR}
+    watched = sum(v for k, v in counts.items() if k not in done and k != "fell_back")
+    total = watched + counts[ObjectStatus.RESTORED] + counts[ObjectStatus.ERROR]
+    restored = counts[ObjectStatus.RESTORED] + result.get("ready", 0)
+    failed = counts[ObjectStatus.ERROR]
+    percent = round(100.0 * (restored + failed) / total, 2) if total else 100.0
+    emit_restore_event(
+        flow,
+        status,
+        bucket,
+        prefix,
+        {
+            "jobs": [],
+            "total": total,
+            "restored": restored,
+            "failed": failed,
+            "percent": percent,
+            "ledger": result.get("ledger", ""),
+        },
+    )
 
 
 def _plain(counts: Counter) -> dict[str, int]:

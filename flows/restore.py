@@ -322,7 +322,9 @@ def restore_plates(
                 cold_bucket, keys, str(work_root), aws_credentials_block
             )
             prefix = os.path.commonprefix(keys)  # noqa: RUF071 - an S3 prefix, not a path
-            requested = request_and_wait(inventory, work_root, cold_bucket, prefix, plan)
+            requested = request_and_wait(
+                inventory, work_root, cold_bucket, prefix, plan, flow="restore-plates"
+            )
             log.info("tarballs: %s", requested)
         finally:
             shutil.rmtree(work_root, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tasks.core.errors import RestoreTimeout
 from tasks.core.retry import PLAIN, TRANSIENT
 from tasks.core.sensor import Backoff, wait_until_done
 from tasks.core.status import ObjectStatus
-from tasks.formats.ledger import LedgerWriter, merge_pending
+from tasks.formats.ledger import LedgerWriter, merge_pending, unescape_key
 from tasks.restore import inventory as steps
 from tasks.restore.poll import PendingRestores
 
@@ -179,7 +180,7 @@ def read_reports(
 @task(name="wait-for-objects", task_run_name="wait-for-objects-{bucket}/{prefix}", **PLAIN)
 def wait_for_objects(
     bucket: str,
-    prefix: str,
+    prefix: str | None,
     pending: str,
     listed: int,
     total: int,
@@ -188,6 +189,8 @@ def wait_for_objects(
 ) -> dict:
     """Phase two: hold until the objects themselves are readable (a job "completes" when its
     requests are sent). The progress artifact shows (restored + failed) / total."""
+    if prefix is None:  # a manifest: list under what its pending keys share, if that is cheaper
+        prefix = shared_prefix(Path(pending))
     watched = PendingRestores(s3_client(credentials_block), bucket, prefix, Path(pending), listed)
     waited = wait_until_done(
         watched.look,
@@ -204,6 +207,16 @@ def wait_for_objects(
         "error": waited.counts.get(ObjectStatus.ERROR, 0),
         "requests": waited.requests,
     }
+
+
+def shared_prefix(pending: Path) -> str:
+    """The longest prefix every key of a sorted pending list shares."""
+    with open(pending, encoding="utf-8") as f:
+        first = last = f.readline().rstrip("\n")
+        for line in f:
+            last = line
+    last = last.rstrip("\n")
+    return os.path.commonprefix([unescape_key(first), unescape_key(last)])  # noqa: RUF071
 
 
 def account_of(credentials_block: str | None) -> str:

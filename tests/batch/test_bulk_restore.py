@@ -168,10 +168,31 @@ def test_expedited_is_refused_before_any_request(s3, loopback, tmp_path):
     assert loopback.request_counts == {}
 
 
-def test_twenty_thousand_objects_one_job_progress_to_100(s3, loopback, tmp_path):
+def test_twenty_thousand_objects_one_job_progress_to_100(s3, loopback, tmp_path, monkeypatch):
+    import prefect.artifacts
+
     loopback.bulk_put(COLD, (f"{P}big/{i:06d}" for i in range(20_000)), storage_class="GLACIER")
     loopback.clear_faults()
+    loopback.tiers.durations["Bulk"] = 3.0
+    shown: list[float] = []
+    create, update = (
+        prefect.artifacts.create_progress_artifact,
+        prefect.artifacts.update_progress_artifact,
+    )
+
+    def created(progress, *args, **kwargs):
+        shown.append(progress)
+        return create(progress, *args, **kwargs)
+
+    def updated(artifact_id, progress, *args, **kwargs):
+        shown.append(progress)
+        return update(artifact_id, progress, *args, **kwargs)
+
+    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", created)
+    monkeypatch.setattr(prefect.artifacts, "update_progress_artifact", updated)
     result = run(tmp_path, prefix=P + "big/")
+    assert shown[-1] == 100.0 and len(shown) >= 2
+    assert shown == sorted(shown) and shown[0] == 0.0
     assert result["status"] == "Complete" and len(result["jobs"]) == 1
     assert result["total"] == 20_000 and result["restored"] == 20_000 and result["percent"] == 100
     counts = loopback.request_counts
@@ -190,3 +211,30 @@ def task_runs_of_latest() -> int:
             return runs[0].id
 
     return task_runs_of(asyncio.run(latest()))
+
+
+def test_s3_inventory_manifest_needs_no_request_per_object(s3, loopback, tmp_path):
+    import gzip
+    import json
+
+    keys = [P + k for k in ODD_KEYS]
+    put(s3, keys)
+    put(s3, [P + "hot.bin"], "STANDARD")
+    rows = "".join(f'"{COLD}","{quote(k)}","6","GLACIER",""\n' for k in keys)
+    rows += f'"{COLD}","{quote(P + "hot.bin")}","4","STANDARD",""\n'
+    s3.put_object(
+        Bucket=COLD, Key="inventory/data/part-0.csv.gz", Body=gzip.compress(rows.encode())
+    )
+    described = {
+        "sourceBucket": COLD,
+        "destinationBucket": f"arn:aws:s3:::{COLD}",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size, StorageClass, IntelligentTieringAccessTier",
+        "files": [{"key": "inventory/data/part-0.csv.gz", "size": 1, "MD5checksum": "x"}],
+    }
+    s3.put_object(Bucket=COLD, Key="inventory/manifest.json", Body=json.dumps(described).encode())
+    loopback.clear_faults()
+    result = run(tmp_path, manifest=f"s3://{COLD}/inventory/manifest.json")
+    assert result["status"] == "Complete" and result["restored"] == len(keys)
+    assert result["not_archived"] == 1 and result["listed"] == len(keys) + 1
+    assert loopback.request_counts.get("HeadObject", 0) == 1  # the uploaded manifest's ETag

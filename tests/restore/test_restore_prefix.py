@@ -282,3 +282,16 @@ def test_listing_reports_restore_state_for_every_key(s3):
     page = s3.list_objects_v2(Bucket=COLD, Prefix=P, OptionalObjectAttributes=["RestoreStatus"])
     listed = {o["Key"].removeprefix(P): o.get("RestoreStatus") for o in page["Contents"]}
     assert all(listed[k] is not None for k in keys), listed
+
+
+def test_one_completion_event_per_restore(mixed, tmp_path):
+    from conftest import restore_events
+
+    result = run(tmp_path, tier="Standard", prefix=P, filter_out=["ongoing"])
+
+    events = restore_events(lambda e: e.payload.get("ledger") == result["ledger"])
+    assert [e.event for e in events] == ["coldflow.restore.complete"]
+    payload = events[0].payload
+    assert payload["percent"] == 100.0 and payload["failed"] == 0
+    assert payload["restored"] == payload["total"] > 0
+    assert events[0].resource.id == f"coldflow.restore.s3://{COLD}/{P}"

@@ -4,7 +4,7 @@
 
 For people who want the UI's "Run" button and schedules without setting up a work pool
 and worker. The deployments are read from prefect.yaml (names, entrypoints, descriptions,
-tags, schedules, concurrency limits), so the two can't drift. Needs a Prefect API
+tags, schedules, triggers, concurrency limits), so the two can't drift. Needs a Prefect API
 (PREFECT_API_URL).
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from prefect import Flow, serve
 from prefect.client.schemas.schedules import construct_schedule
+from prefect.events import DeploymentEventTrigger
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -57,6 +58,7 @@ def deployments(path: Path = PREFECT_YAML) -> list:
                 schedules=schedules or None,
                 concurrency_limit=spec.get("concurrency_limit"),
                 parameters=spec.get("parameters") or {},
+                triggers=[DeploymentEventTrigger(**t) for t in spec.get("triggers") or []] or None,
             )
         )
     return made

@@ -1,4 +1,5 @@
-"""A scheduled sweep over open restore ledgers: how many of their restores are readable now."""
+"""After restores: a scheduled sweep over open restore ledgers, and the check a restore's
+completion event triggers: how much is readable now."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from prefect.artifacts import create_table_artifact
 from flows.common import run_logger
 from tasks.core.clients import s3_client
 from tasks.core.retry import PLAIN, TRANSIENT
-from tasks.core.s3 import iter_objects, split_s3_uri
-from tasks.core.status import PENDING
+from tasks.core.s3 import check_bucket, iter_objects, split_s3_uri
+from tasks.core.status import PENDING, ObjectStatus
 from tasks.formats.ledger import escape_key, read_ledger, unescape_key
+from tasks.restore.inventory import take_inventory
 from tasks.restore.poll import Poll, head_pending
 
 
@@ -86,3 +88,42 @@ def restore_progress_sweep(
         "%d ledgers, %d restores still in progress", len(rows), sum(r["in progress"] for r in rows)
     )
     return rows
+
+
+@flow(name="check-restored")
+def check_restored(
+    bucket: str,
+    prefix: str = "",
+    aws_credentials_block: str | None = None,
+) -> dict[str, int]:
+    """Count what is readable under a prefix now: restored or never archived, against what is
+    still archived or being restored. Runs when a restore flow announces completion (the
+    ``check-restored`` deployment's trigger on ``coldflow.restore.complete``), as the first
+    step downstream work can hang off.
+
+    Args:
+        bucket: Bucket of the restored objects.
+        prefix: Key prefix the restore covered.
+        aws_credentials_block: Name of a prefect-aws AwsCredentials block.
+
+    Returns:
+        Objects listed, readable, in progress and archived (not restored).
+    """
+    client = s3_client(aws_credentials_block)
+    check_bucket(client, bucket)
+    with tempfile.TemporaryDirectory() as tmp:
+        inventory = take_inventory(client, bucket, prefix, Path(tmp))
+    counts = inventory.counts
+    row = {
+        "listed": inventory.listed,
+        "readable": counts[ObjectStatus.NOT_ARCHIVED] + counts[ObjectStatus.RESTORED],
+        "in progress": counts[ObjectStatus.IN_PROGRESS],
+        "archived": counts[ObjectStatus.ARCHIVED],
+    }
+    create_table_artifact(
+        key="restored-check",
+        table=[row],
+        description=f"Readable objects under s3://{bucket}/{prefix}",
+    )
+    run_logger().info("s3://%s/%s: %s", bucket, prefix, row)
+    return row

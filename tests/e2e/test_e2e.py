@@ -237,3 +237,49 @@ def test_archive_plates_on_a_dask_cluster_of_worker_processes(
     assert [r["status"] for r in rows] == ["archived", "archived"]
     workers = {r["worker"].rsplit(":", 1)[1] for r in rows}
     assert len(workers) == 2 and str(result["pid"]) not in workers
+
+
+RESTORE_SCRIPT = """
+import sys
+from flows.batch_restore import bulk_restore
+result = bulk_restore(sys.argv[1], sys.argv[2], work_dir=sys.argv[3], poll_interval=0.2,
+                      max_poll_interval=1.0)
+assert result["status"] == "Complete", result
+"""
+
+
+def test_a_completed_restore_triggers_the_downstream_deployment(server, loopback, s3, tmp_path):
+    """bulk_restore on the server emits coldflow.restore.complete; the check-restored
+    deployment's trigger creates a run, and a worker runs it."""
+    for i in range(5):
+        s3.put_object(Bucket=COLD, Key=f"trig/k{i}", Body=b"x", StorageClass="GLACIER")
+    env = {**server["env"], **loopback.environ()}
+    out = subprocess.run(
+        [sys.executable, "-c", RESTORE_SCRIPT, COLD, "trig/", str(tmp_path / "work")],
+        env=env,
+        cwd=ui.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    deployment = next(
+        d
+        for d in api_post(server["api"], "/deployments/filter", {})
+        if d["name"] == "check-restored"
+    )
+    deadline = time.monotonic() + 90
+    runs: list = []
+    while time.monotonic() < deadline and not runs:
+        runs = api_post(
+            server["api"],
+            "/flow_runs/filter",
+            {"deployments": {"id": {"any_": [deployment["id"]]}}},
+        )
+        time.sleep(1)
+    assert runs, "the trigger created no run of check-restored"
+    assert runs[0]["parameters"] == {"bucket": COLD, "prefix": "trig/"}
+    worker = ui.start_worker(env, tmp_path / "worker.log", run_once=True)
+    assert worker.wait(timeout=300) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    run = httpx.get(f"{server['api']}/flow_runs/{runs[0]['id']}", timeout=30).json()
+    assert run["state"]["type"] == "COMPLETED", run["state"]

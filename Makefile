@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser demo test lint format bench bench-archive bench-restore bench-vault bench-backup ui ui-stop serve lock clean
+.PHONY: setup browser demo test lint format bench bench-archive bench-restore bench-vault bench-backup bench-batch ui ui-stop serve lock clean
 
 setup: $(STAMP)
 
@@ -38,7 +38,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: bench-archive bench-restore bench-vault bench-backup  ## every benchmark (minutes; figures in bench/results/)
+bench: bench-archive bench-restore bench-vault bench-backup bench-batch  ## every benchmark (minutes; figures in bench/results/)
 
 bench-archive: setup  ## archive_plates against the shell pipeline on the same plate
 	$(BIN)/python -m bench.archive_bench $(BENCH_ARGS)
@@ -51,6 +51,9 @@ bench-vault: setup  ## thaw_vault_archives against get_job_output + put_object
 
 bench-backup: setup  ## backup_bucket against aws s3 sync and rclone sync
 	$(BIN)/python -m bench.backup_bench $(BENCH_ARGS)
+
+bench-batch: setup  ## bulk_restore (Batch Operations) against restore_prefix, 50,000 objects
+	$(BIN)/python -m bench.batch_bench $(BENCH_ARGS)
 
 ui: setup  ## a Prefect server on 127.0.0.1, the work pool, all deployments, a worker
 	$(BIN)/python -m deployments.ui

@@ -1,0 +1,116 @@
+"""Bulk restores: bulk_restore (one S3 Batch Operations job) against restore_prefix (a
+request per object from coldflow's own tasks), on the same number of archived objects.
+
+    python -m bench.batch_bench [--objects 50000] [--runs 1]
+
+One loopback endpoint in a process of its own, a Prefect server in another. Each run, each
+flow restores ``--objects`` GLACIER objects in a bucket of its own and waits until they are
+readable. Reported: wall time, requests per object the flow's process sent (Batch
+Operations' own restores are the service's, not ours), and Prefect task runs per flow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+
+from bench.common import (
+    bulk_put,
+    counts,
+    empty_prefix,
+    endpoint_process,
+    median,
+    prefect_server_process,
+    reset_counts,
+    save,
+)
+
+PREFIX = "objects/"
+
+
+def task_runs(flow_run_id) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def count() -> int:
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            return len(runs)
+
+    return asyncio.run(count())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objects", type=int, default=50_000)
+    ap.add_argument("--runs", type=int, default=1)
+    args = ap.parse_args(argv)
+    n = args.objects
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    report: dict = {"objects": n, "runs": args.runs, "flows": {}}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        endpoint_process() as url,
+        prefect_server_process(Path(tmp) / "prefect"),
+    ):
+        s3 = boto3.client("s3")
+        from flows.batch_restore import bulk_restore
+        from flows.restore import restore_prefix
+
+        wait = {"poll_interval": 1.0, "max_poll_interval": 4.0, "work_dir": tmp}
+        flows = {
+            "bulk_restore": lambda b: bulk_restore(b, PREFIX, return_state=True, **wait),
+            "restore_prefix": lambda b: restore_prefix(b, PREFIX, return_state=True, **wait),
+        }
+        rows: dict[str, list[dict]] = {name: [] for name in flows}
+        for i in range(args.runs):
+            for t_index, (name, run) in enumerate(flows.items()):
+                bucket = f"batch-bench-{i}-{t_index}"
+                s3.create_bucket(Bucket=bucket)
+                bulk_put(url, bucket, PREFIX, n, "GLACIER")
+                reset_counts(url)
+                t = time.monotonic()
+                state = run(bucket)
+                seconds = time.monotonic() - t
+                made = counts(url)
+                result = state.result()
+                rows[name].append(
+                    {
+                        "seconds": seconds,
+                        "requests": made,
+                        "task_runs": task_runs(state.state_details.flow_run_id),
+                        "restored": result["ready"] if "ready" in result else result["restored"],
+                    }
+                )
+                empty_prefix(s3, bucket)
+                s3.delete_bucket(Bucket=bucket)
+                print(f"run {i + 1} {name:<16} {seconds:8.1f} s", flush=True)
+        for name, runs in rows.items():
+            made = runs[-1]["requests"]
+            report["flows"][name] = {
+                "median_seconds": round(median([r["seconds"] for r in runs]), 2),
+                "requests_per_object": round(sum(made.values()) / n, 4),
+                "task_runs": runs[-1]["task_runs"],
+                "restored": runs[-1]["restored"],
+                "requests": made,
+            }
+    for name, row in report["flows"].items():
+        print(
+            f"{name:<16} {row['median_seconds']:>8.1f} s  {row['requests_per_object']:.4f} "
+            f"requests/object  {row['task_runs']} task runs  {row['restored']} restored"
+        )
+    print(f"saved {save('batch', report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

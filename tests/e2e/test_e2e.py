@@ -283,3 +283,34 @@ def test_a_completed_restore_triggers_the_downstream_deployment(server, loopback
     assert worker.wait(timeout=300) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     run = httpx.get(f"{server['api']}/flow_runs/{runs[0]['id']}", timeout=30).json()
     assert run["state"]["type"] == "COMPLETED", run["state"]
+
+
+def test_coldflow_deployment_watch_follows_the_run_to_its_end(server, loopback, s3, tmp_path):
+    """`coldflow check-restored ... --deployment --watch` submits to the server, a worker runs
+    it, and the command follows it to the end and prints its table."""
+    s3.put_object(Bucket=COLD, Key="watch/a", Body=b"x")
+    env = {**server["env"], **loopback.environ()}
+    coldflow = str(Path(sys.executable).parent / "coldflow")
+    proc = subprocess.Popen(
+        [coldflow, "check-restored", COLD, "--prefix", "watch/", "--deployment", "--watch"],
+        env=env,
+        cwd=ui.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("submitted "):
+                break
+        assert seen and seen[-1].startswith("submitted check-restored/check-restored"), seen
+        worker = ui.start_worker(env, tmp_path / "worker.log", run_once=True)
+        assert worker.wait(timeout=300) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Completed" in err
+    assert "restored-check" in out and "readable" in out

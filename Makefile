@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup  ## archive the example plates end to end on a loopback S3 endpoint
 	$(BIN)/python -m loopback.demo
 
-test: setup browser  ## the whole suite, end-to-end tests included
-	$(BIN)/python -m pytest
+test: setup browser  ## the whole suite, end-to-end tests included, in two processes
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 browser:  ## Debian's chromium for the UI test (needs root and apt-get; skipped otherwise)
 	@command -v chromium >/dev/null 2>&1 || { \

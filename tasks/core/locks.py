@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -14,6 +15,9 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 #: How long a run waits for another run of the same plate before failing.
 LOCK_TIMEOUT_SECONDS = 6 * 3600.0
+#: A run renews its hold on a plate while it lives; a run that was killed loses it this long
+#: after its last renewal (the server's repossessor frees the slot), so a re-run can go on.
+LEASE_SECONDS = float(os.environ.get("COLDFLOW_LOCK_LEASE_SECONDS", "300"))
 
 
 def lock_name(kind: str, tag: str) -> str:
@@ -43,5 +47,7 @@ def plate_lock(
     """Hold the plate's slot while archiving (or restoring) it; other runs wait their turn."""
     name = lock_name(kind, tag)
     ensure_limit(name)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+    with concurrency(
+        name, occupy=1, timeout_seconds=timeout_seconds, strict=True, lease_duration=LEASE_SECONDS
+    ):
         yield

@@ -22,6 +22,10 @@ UTF8_KEY = f"projects/{PROJECT}/{BATCH}/images/{SPACED[1]}/Images/ünïcødé ca
 MARKER = f"projects/{PROJECT}/{BATCH}/images/{SPACED[1]}/Images/"
 
 
+# its module fixtures are built once, in one test process
+pytestmark = pytest.mark.xdist_group("archive-layout")
+
+
 @pytest.fixture(scope="module")
 def archived(loopback, tmp_path_factory):
     """One archived plate that every test here inspects (archiving once keeps them fast)."""

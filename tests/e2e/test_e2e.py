@@ -24,7 +24,8 @@ from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, source_keys
 from deployments import ui
 from loopback.net import free_port
 
-pytestmark = pytest.mark.e2e
+# one process runs them all: they share one prefect server (pytest-xdist's loadgroup)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 PLATE_B = ("BR00099999", "BR00099999_full")
 
 

@@ -40,10 +40,11 @@ SHAPE = PlateShape(
 SCRIPT = """
 import sys
 from flows.archive import archive_plates
-archive_plates(sys.argv[1], "%s", "%s", "%s", "%s", scratch_dir=sys.argv[2], delete_source=True,
-               part_size_mib=5, streaming=sys.argv[3] == "streaming", max_parallel_plates=1,
+csv, scratch, mode, project, batch, live, cold = sys.argv[1:]
+archive_plates(csv, project, batch, live, cold, scratch_dir=scratch, delete_source=True,
+               part_size_mib=5, streaming=mode == "streaming", max_parallel_plates=1,
                storage_class="STANDARD")
-""" % (PROJECT, BATCH, LIVE, COLD)
+"""
 
 
 def stage_matcher(stage: str):
@@ -171,7 +172,7 @@ def test_killed_at_each_stage_then_rerun_loses_nothing(
         "COLDFLOW_LOCK_LEASE_SECONDS": "60",  # Prefect's shortest lease
     }
     child["proc"] = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, csv, str(scratch), mode],
+        [sys.executable, "-c", SCRIPT, csv, str(scratch), mode, PROJECT, BATCH, LIVE, COLD],
         env=env,
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.DEVNULL,

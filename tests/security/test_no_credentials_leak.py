@@ -28,22 +28,22 @@ from flows.archive import archive_plates
 from flows.batch_restore import bulk_restore
 from flows.restore import restore_plates, restore_prefix
 
-tmp = sys.argv[1]
-archive_plates(f"{tmp}/plates.csv", "%(project)s", "%(batch)s", "%(live)s", "%(cold)s",
+tmp, project, batch, live, cold = sys.argv[1:]
+archive_plates(f"{tmp}/plates.csv", project, batch, live, cold,
                scratch_dir=f"{tmp}/scratch", delete_source=True, keep_scratch=True)
-restore_prefix("%(cold)s", "imaging_analysis/", work_dir=f"{tmp}/work",
+restore_prefix(cold, "imaging_analysis/", work_dir=f"{tmp}/work",
                ledger_path=f"{tmp}/ledger.csv", poll_interval=0.2)
-restore_plates(f"{tmp}/plates.csv", "%(project)s", "%(batch)s", "%(live)s", "%(cold)s",
+restore_plates(f"{tmp}/plates.csv", project, batch, live, cold,
                scratch_dir=f"{tmp}/scratch", poll_interval=0.2)
-bulk_restore("%(cold)s", "imaging_analysis/", work_dir=f"{tmp}/work",
+bulk_restore(cold, "imaging_analysis/", work_dir=f"{tmp}/work",
              ledger_path=f"{tmp}/bulk-ledger.csv", poll_interval=0.2)
 for bad in (lambda: restore_prefix("no-such-bucket", "x/"),
-            lambda: archive_plates(f"{tmp}/missing.csv", "p", "b", "%(live)s", "%(cold)s")):
+            lambda: archive_plates(f"{tmp}/missing.csv", "p", "b", live, cold)):
     try:
         bad()
     except Exception as exc:
         print("EXPECTED", type(exc).__name__, exc)
-""" % {"project": PROJECT, "batch": BATCH, "live": LIVE, "cold": COLD}
+"""
 
 
 def test_no_credential_in_anything_the_flows_produce(loopback, s3, seed, tmp_path):
@@ -59,7 +59,7 @@ def test_no_credential_in_anything_the_flows_produce(loopback, s3, seed, tmp_pat
         "DO_NOT_TRACK": "1",
     }
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        [sys.executable, "-c", SCRIPT, str(tmp_path), PROJECT, BATCH, LIVE, COLD],
         env=env,
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from prefect import flow, task
@@ -26,7 +27,10 @@ from flows.common import (
     run_logger,
     submit_bounded,
 )
+from tasks.archive import cost, progress
 from tasks.archive import tasks as steps
+from tasks.archive.cost import estimate_archive
+from tasks.archive.progress import RunProgress
 from tasks.archive.results import PlateResult
 from tasks.core.clients import s3_client
 from tasks.core.errors import EmptyPlateError, InputError, PlateFailedError, describe
@@ -85,6 +89,7 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
         steps.preflight(work, listing)
         for bundle in work.where.bundles:
             built = steps.build_bundle(work, bundle)
+            progress.report(settings.progress_key, work.tag, listing.bytes[bundle])
             result.tarballs[bundle] = {
                 "key": built.key,
                 "bytes": built.tarball_bytes,
@@ -143,6 +148,9 @@ def dry_run_plate(plate: Plate, settings: PlateSettings) -> PlateResult:
     result = PlateResult(plate.plate_id, work.tag, ItemStatus.DRY_RUN, started=time.time())
     listing = steps.measure_plate(work)
     result.objects, result.bytes = listing.total_objects, listing.total_bytes
+    result.estimate = estimate_archive(
+        listing.by_class, settings.storage_class, len(listing.objects), settings.part_size_mib * MIB
+    ).as_row()
     if not listing.total_objects:
         result.status = ItemStatus.EMPTY
         result.message = "every prefix is empty"
@@ -255,15 +263,45 @@ def archive_plates(
         " [dry run]" if dry_run else "",
     )
 
-    per_plate = dry_run_plate if dry_run else archive_plate
-    futures = submit_bounded(per_plate, plates, max_parallel_plates, settings=settings)
-    results = rows_of(
-        futures,
+    def failed_row(plate: Plate, reason: str) -> dict:
+        tag = PlateWork.create(settings, plate).tag
+        return PlateResult(plate.plate_id, tag, ItemStatus.FAILED, message=reason).as_dict()
+
+    # the cost before anything is written (and the whole result of a dry run)
+    measured = rows_of(
+        submit_bounded(dry_run_plate, plates, max_parallel_plates, settings=settings),
         plates,
-        lambda plate, reason: PlateResult(
-            plate.plate_id, PlateWork.create(settings, plate).tag, ItemStatus.FAILED, message=reason
-        ).as_dict(),
+        failed_row,
     )
+    create_markdown_artifact(
+        key="archive-estimate",
+        markdown=cost.as_markdown(
+            [{"plate": r["plate_id"], "bytes": r["bytes"], **r["estimate"]} for r in measured],
+            storage_class,
+        ),
+        description="What archiving these plates costs and saves, before anything is written",
+    )
+    if dry_run:
+        results = measured
+    else:
+        sizes = {r["plate_id"]: (r["tag"], r["bytes"]) for r in measured}
+        tracker = RunProgress.start(
+            f"{os.getpid()}-{time.monotonic_ns()}",
+            sum(b for _, b in sizes.values()),
+            f"Bytes archived of {len(plates)} plates ({project_name}/{batch_id})",
+        )
+        settings = replace(settings, progress_key=tracker.key)
+        try:
+            futures = submit_bounded(
+                archive_plate,
+                plates,
+                max_parallel_plates,
+                on_done=lambda plate, _: tracker.finish_plate(*sizes[plate.plate_id]),
+                settings=settings,
+            )
+        finally:
+            tracker.close()
+        results = rows_of(futures, plates, failed_row)
     _publish(results, dry_run)
     raise_if_failed(results, {"archived", "skipped", "dry-run"}, "archived")
     return results

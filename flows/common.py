@@ -69,14 +69,22 @@ def stream_bounded(
 _END = object()
 
 
-def submit_bounded(task: Any, items: Iterable[Any], limit: int, **kwargs: Any) -> list[Any]:
+def submit_bounded(
+    task: Any,
+    items: Iterable[Any],
+    limit: int,
+    on_done: Callable[[Any, PrefectFuture], None] | None = None,
+    **kwargs: Any,
+) -> list[Any]:
     """Run ``task(item, **kwargs)`` for every item with at most ``limit`` in flight; returns
-    the finished futures in the order of ``items`` (for a few hundred items at most)."""
+    the finished futures in the order of ``items`` (for a few hundred items at most).
+    ``on_done(item, future)`` is called as each one finishes (progress)."""
     indexed = list(enumerate(items))
-    finished = {
-        index: future
-        for (index, _), future in stream_bounded(_Indexed(task), indexed, limit, **kwargs)
-    }
+    finished = {}
+    for (index, item), future in stream_bounded(_Indexed(task), indexed, limit, **kwargs):
+        finished[index] = future
+        if on_done is not None:
+            on_done(item, future)
     return [finished[i] for i, _ in indexed]
 
 

@@ -26,6 +26,7 @@ class PlateListing:
     objects: dict[str, int] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
     placeholders: int = 0
+    by_class: dict[str, int] = field(default_factory=dict)  # bytes by storage class
 
     @property
     def total_objects(self) -> int:
@@ -48,12 +49,17 @@ def walk(work: PlateWork):
 def measure_plate(work: PlateWork) -> PlateListing:
     """Count objects and bytes per bundle without writing anything (dry runs)."""
     listing = PlateListing({b: 0 for b in work.where.bundles}, {b: 0 for b in work.where.bundles})
-    for bundle, entry in walk(work):
-        if is_placeholder(entry.key, entry.size):
-            listing.placeholders += 1
-            continue
-        listing.objects[bundle] += 1
-        listing.bytes[bundle] += entry.size
+    client, bucket = work.settings.client, work.settings.bucket
+    for bundle, prefixes in work.where.bundles.items():
+        for prefix in prefixes:
+            for obj in iter_objects(client, bucket, prefix):
+                if is_placeholder(obj["Key"], obj["Size"]):
+                    listing.placeholders += 1
+                    continue
+                listing.objects[bundle] += 1
+                listing.bytes[bundle] += obj["Size"]
+                cls = obj.get("StorageClass", "STANDARD")
+                listing.by_class[cls] = listing.by_class.get(cls, 0) + obj["Size"]
     return listing
 
 

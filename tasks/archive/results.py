@@ -26,6 +26,7 @@ class PlateResult:
     seconds: dict[str, float] = field(default_factory=dict)
     worker: str = ""  # host:pid that archived the plate
     aborted_uploads: int = 0  # incomplete multipart uploads of earlier runs, aborted
+    estimate: dict[str, float] = field(default_factory=dict)  # dry runs: the cost figures
 
     @property
     def ok(self) -> bool:
@@ -50,5 +51,6 @@ class PlateResult:
             "kept": self.kept,
             "seconds": round(wall, 1),
             "MiB/s": round(self.bytes / MIB / wall, 1) if wall > 0 and self.bytes else 0,
+            **self.estimate,
             "message": self.message,
         }

@@ -37,6 +37,7 @@ class PlateSettings:
     conditional_delete: bool = True
     credentials_block: str | None = None
     layout: Layout = field(default_factory=lambda: CELLPAINTING)
+    progress_key: str | None = None  # the run's progress tracker (tasks/archive/progress.py)
 
     @property
     def client(self) -> Any:

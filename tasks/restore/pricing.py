@@ -1,4 +1,5 @@
-"""Restore prices, durations and allowed tiers per archive class: data, in one place, dated.
+"""Storage, request and restore prices, durations and allowed tiers: data, in one place, dated;
+the archive and restore estimates both read it.
 
 Prices are us-east-1 retrieval prices from secondary sources; verify them
 against the AWS price list before relying on an estimate. Durations are AWS's
@@ -17,6 +18,35 @@ GB = 1000**3
 NEEDS_DAYS = ("GLACIER", "DEEP_ARCHIVE")
 IT_ARCHIVE_TIERS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
 TIERS = ("Expedited", "Standard", "Bulk")
+
+#: Storage, per GB-month, by storage class (Intelligent-Tiering at its frequent access tier).
+STORAGE_PER_GB_MONTH = {
+    "STANDARD": 0.023,
+    "INTELLIGENT_TIERING": 0.023,
+    "STANDARD_IA": 0.0125,
+    "ONEZONE_IA": 0.01,
+    "GLACIER_IR": 0.004,
+    "GLACIER": 0.0036,
+    "DEEP_ARCHIVE": 0.00099,
+}
+#: PUT, COPY, POST and LIST requests, per 1,000, by the storage class written.
+PUT_PER_1000 = {
+    "STANDARD": 0.005,
+    "INTELLIGENT_TIERING": 0.005,
+    "STANDARD_IA": 0.01,
+    "ONEZONE_IA": 0.01,
+    "GLACIER_IR": 0.02,
+    "GLACIER": 0.03,
+    "DEEP_ARCHIVE": 0.05,
+}
+#: Days a class charges for at least, however soon the object is deleted.
+MIN_STORAGE_DAYS = {
+    "STANDARD_IA": 30,
+    "ONEZONE_IA": 30,
+    "GLACIER_IR": 90,
+    "GLACIER": 90,
+    "DEEP_ARCHIVE": 180,
+}
 
 
 @dataclass(frozen=True)

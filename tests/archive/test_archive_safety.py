@@ -292,6 +292,32 @@ def test_throttled_endpoint_still_archives_everything(s3, seed, plates_csv, tmp_
     assert source_keys(s3) == {}
 
 
+def test_500s_and_throttling_on_every_call_type_lose_nothing(
+    s3, seed, plates_csv, tmp_path, loopback
+):
+    """A share of every request, whatever its kind, answered 500 InternalError or 503 SlowDown:
+    the plate is archived, verified and deleted, then restored byte-identical."""
+    from flows.restore import restore_plates
+
+    originals = seed(SPACED)
+    loopback.inject_error(
+        status=500, code="InternalError", message="We encountered an internal error", rate=0.08
+    )
+    loopback.throttle(rate=0.08)
+    csv = plates_csv(SPACED)
+    (row,) = run(csv, tmp_path, delete_source=True, storage_class="STANDARD")
+    assert row["status"] == "archived" and row["deleted"] == len(originals)
+    (back,) = restore_plates(
+        csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "r"), poll_interval=0.1
+    )
+    assert back["status"] == "restored"
+    injected = sum(r.hits for r in loopback.injector.rules)
+    assert injected > 10  # the faults did happen
+    loopback.clear_faults()
+    for key, body in originals.items():
+        assert s3.get_object(Bucket=LIVE, Key=key)["Body"].read() == body
+
+
 def test_zstd_archives_read_with_gnu_tar(s3, seed, plates_csv, tmp_path):
     originals = seed(SPACED)
     result = run(plates_csv(SPACED), tmp_path, compression="zstd", storage_class="STANDARD")

@@ -173,7 +173,7 @@ def test_twenty_thousand_objects_one_job_progress_to_100(s3, loopback, tmp_path,
 
     loopback.bulk_put(COLD, (f"{P}big/{i:06d}" for i in range(20_000)), storage_class="GLACIER")
     loopback.clear_faults()
-    loopback.tiers.durations["Bulk"] = 3.0
+    loopback.tiers.durations["Bulk"] = 1.0
     shown: list[float] = []
     create, update = (
         prefect.artifacts.create_progress_artifact,

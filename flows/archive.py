@@ -36,6 +36,7 @@ from tasks.core.clients import s3_client
 from tasks.core.errors import EmptyPlateError, InputError, PlateFailedError, describe
 from tasks.core.locks import plate_lock
 from tasks.core.memory import limit_malloc_arenas
+from tasks.core.retry import PLAIN
 from tasks.core.s3 import MIB, StorageClass, check_bucket
 from tasks.core.status import ItemStatus
 from tasks.formats.compression import check_level
@@ -141,9 +142,10 @@ def _delete(work: PlateWork, recorded, result: PlateResult) -> None:
     result.message += f"; {outcome.deleted} source objects deleted"
 
 
-@task(name="measure-plates", cache_policy=NO_CACHE, persist_result=False)
+@task(name="measure-plates", **PLAIN)
 def dry_run_plate(plate: Plate, settings: PlateSettings) -> PlateResult:
-    """Dry run: list and size one plate, write nothing."""
+    """List and size one plate and state its cost, writing nothing (the estimate before an
+    archive, and the whole of a dry run). Its listing step is retried like any listing."""
     work = PlateWork.create(settings, plate)
     result = PlateResult(plate.plate_id, work.tag, ItemStatus.DRY_RUN, started=time.time())
     listing = steps.measure_plate(work)
@@ -285,6 +287,9 @@ def archive_plates(
         results = measured
     else:
         sizes = {r["plate_id"]: (r["tag"], r["bytes"]) for r in measured}
+        # a plate that could not even be listed keeps that row; it is not tried again
+        unlisted = {r["plate_id"]: r for r in measured if r["status"] == ItemStatus.FAILED}
+        plates_to_archive = [p for p in plates if p.plate_id not in unlisted]
         tracker = RunProgress.start(
             f"{os.getpid()}-{time.monotonic_ns()}",
             sum(b for _, b in sizes.values()),
@@ -294,14 +299,21 @@ def archive_plates(
         try:
             futures = submit_bounded(
                 archive_plate,
-                plates,
+                plates_to_archive,
                 max_parallel_plates,
                 on_done=lambda plate, _: tracker.finish_plate(*sizes[plate.plate_id]),
                 settings=settings,
             )
         finally:
             tracker.close()
-        results = rows_of(futures, plates, failed_row)
+        archived = dict(
+            zip(
+                (p.plate_id for p in plates_to_archive),
+                rows_of(futures, plates_to_archive, failed_row),
+                strict=True,
+            )
+        )
+        results = [unlisted.get(p.plate_id) or archived[p.plate_id] for p in plates]
     _publish(results, dry_run)
     raise_if_failed(results, {"archived", "skipped", "dry-run"}, "archived")
     return results

@@ -342,8 +342,8 @@ def test_zstd_archives_read_with_gnu_tar(s3, seed, plates_csv, tmp_path):
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_max_parallel_plates_bounds_concurrency(s3, seed, plates_csv, tmp_path, loopback, parallel):
     seed(SPACED, PLATE_B)
-    # every tarball upload takes 1.5 s: each plate lasts seconds, whatever the machine's load
-    loopback.on_request("PutObject", r"\.tar\.gz$", lambda: time.sleep(1.5), times=100)
+    # every tarball upload takes 3 s: each plate lasts 6 s or more, whatever the machine's load
+    loopback.on_request("PutObject", r"\.tar\.gz$", lambda: time.sleep(3), times=100)
     result = run(plates_csv(SPACED, PLATE_B), tmp_path, max_parallel_plates=parallel)
     (_, first_end), (second_start, _) = sorted((r["started"], r["finished"]) for r in result)
     overlap = second_start < first_end

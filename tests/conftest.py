@@ -10,6 +10,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # Task retries without waiting between them (their count is tested, not their pace).
 os.environ.setdefault("COLDFLOW_RETRY_BASE_SECONDS", "0")
+# Child processes on the embedded API start their own server: give it time on a busy machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 # A scratch folder per test process (the suite runs in two, pytest-xdist).
 os.environ.setdefault("COLDFLOW_SCRATCH", __import__("tempfile").mkdtemp(prefix="coldflow-test-"))
 

@@ -55,6 +55,7 @@ def test_no_credential_in_anything_the_flows_produce(loopback, s3, seed, tmp_pat
         **SECRETS,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_LOGGING_LEVEL": "DEBUG",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # a busy machine
         "COLDFLOW_SCRATCH": str(tmp_path / "scratch"),
         "DO_NOT_TRACK": "1",
     }

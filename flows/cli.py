@@ -406,6 +406,20 @@ def _quiet_tracebacks() -> None:
                 handler.addFilter(_NoTracebackForExpected())
 
 
+def failed_rows(exc: BaseException) -> Any:
+    """The rows a run that failed some items carries (its summary, one item's row, or the
+    sensor's counts), or None when ``exc`` is not such a failure."""
+    from tasks.core.errors import ItemFailedError, ItemsFailedError, SensorTimeout
+
+    if isinstance(exc, ItemsFailedError):
+        return exc.summary
+    if isinstance(exc, ItemFailedError):
+        return [exc.row]
+    if isinstance(exc, SensorTimeout):
+        return exc.counts
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coldflow`` console script."""
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -428,21 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if message is not None:
             _say(f"coldflow {name}: {message}")
             return BAD_INPUT
-        from tasks.core.errors import ItemFailedError, ItemsFailedError, SensorTimeout
-
-        if isinstance(exc, ItemsFailedError):
-            print(summary_table(exc.summary))
-            _say(f"coldflow {name}: {exc}")
-            return ITEMS_FAILED
-        if isinstance(exc, ItemFailedError):
-            print(summary_table([exc.row]))
-            _say(f"coldflow {name}: {exc}")
-            return ITEMS_FAILED
-        if isinstance(exc, SensorTimeout):
-            print(summary_table(exc.counts))
-            _say(f"coldflow {name}: {exc}")
-            return ITEMS_FAILED
-        raise
+        rows = failed_rows(exc)
+        if rows is None:
+            raise
+        print(summary_table(rows))
+        _say(f"coldflow {name}: {exc}")
+        return ITEMS_FAILED
 
 
 if __name__ == "__main__":

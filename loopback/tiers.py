@@ -27,6 +27,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -170,34 +171,11 @@ class ArchiveTiers:
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
         days, tier = _parse_restore_request(body)
-        with self._lock:
-            self.requests.append((request.bucket, request.key, days, tier))
-        archive_tier, _, in_progress = self._state(request.bucket, request.key)
-        if tier == "Expedited" and self.expedited_unavailable:
-            return _error(
-                start_response,
-                "503 Service Unavailable",
-                "GlacierExpeditedRetrievalNotAvailable",
-                "Glacier expedited retrievals are currently not available, please try again later",
-            )
-        if in_progress:
-            return _error(
-                start_response,
-                "409 Conflict",
-                "RestoreAlreadyInProgress",
-                "Object restore is already in progress",
-            )
-        ready_at = time.time() + self.durations.get(tier, 0.0)
+        refused, ready_at, archive_tier = self._admit(request.bucket, request.key, days, tier)
+        if refused is not None:
+            status, code, message = refused
+            return _error(start_response, f"{status} {HTTPStatus(status).phrase}", code, message)
         if archive_tier:
-            if days is not None:
-                return _error(
-                    start_response,
-                    "400 Bad Request",
-                    "InvalidArgument",
-                    "Days is not allowed for INTELLIGENT_TIERING archive tiers",
-                )
-            with self._lock:
-                self._restores[(request.bucket, request.key)] = _Restore(ready_at, None)
             return _respond(start_response, "202 Accepted")
         captured: dict[str, str] = {}
 
@@ -211,25 +189,52 @@ class ArchiveTiers:
                 self._restores[(request.bucket, request.key)] = _Restore(ready_at, days)
         return answer
 
+    def _admit(
+        self, bucket: str, key: str, days: int | None, tier: str
+    ) -> tuple[tuple[int, str, str] | None, float, str | None]:
+        """What S3 checks before any restore, for requests and Batch Operations tasks alike:
+        (refusal as (HTTP status, code, message) or None, when it will be ready, the
+        Intelligent-Tiering archive tier). An archive-tier restore is recorded here."""
+        with self._lock:
+            self.requests.append((bucket, key, days, tier))
+        archive_tier, _, in_progress = self._state(bucket, key)
+        if tier == "Expedited" and self.expedited_unavailable:
+            return (
+                (
+                    503,
+                    "GlacierExpeditedRetrievalNotAvailable",
+                    "Glacier expedited retrievals are currently not available, please try again "
+                    "later",
+                ),
+                0.0,
+                archive_tier,
+            )
+        if in_progress:
+            refusal = (409, "RestoreAlreadyInProgress", "Object restore is already in progress")
+            return refusal, 0.0, archive_tier
+        ready_at = time.time() + self.durations.get(tier, 0.0)
+        if archive_tier:
+            if days is not None:
+                refusal = (
+                    400,
+                    "InvalidArgument",
+                    "Days is not allowed for INTELLIGENT_TIERING archive tiers",
+                )
+                return refusal, ready_at, archive_tier
+            with self._lock:
+                self._restores[(bucket, key)] = _Restore(ready_at, None)
+        return None, ready_at, archive_tier
+
     def restore(self, bucket: str, key: str, days: int | None, tier: str) -> tuple[int, str, str]:
         """Restore an object straight in the store, as a RestoreObject request would (what a
         Batch Operations job does for each task): (HTTP status, error code, message)."""
         from moto.s3.exceptions import InvalidObjectState, MissingBucket, MissingKey
         from moto.s3.models import s3_backends
 
-        with self._lock:
-            self.requests.append((bucket, key, days, tier))
-        archive_tier, _, in_progress = self._state(bucket, key)
-        if tier == "Expedited" and self.expedited_unavailable:
-            return 503, "GlacierExpeditedRetrievalNotAvailable", "no Expedited capacity"
-        if in_progress:
-            return 409, "RestoreAlreadyInProgress", "Object restore is already in progress"
-        ready_at = time.time() + self.durations.get(tier, 0.0)
+        refused, ready_at, archive_tier = self._admit(bucket, key, days, tier)
+        if refused is not None:
+            return refused
         if archive_tier:
-            if days is not None:
-                return 400, "InvalidArgument", "Days is not allowed for archive access tiers"
-            with self._lock:
-                self._restores[(bucket, key)] = _Restore(ready_at, None)
             return 202, "", ""
         if days is None:
             return 400, "InvalidArgument", "Days is required for this storage class"

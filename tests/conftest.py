@@ -165,3 +165,25 @@ def restore_events(match: Callable[[Any], bool], timeout: float = 20.0) -> list:
         if found or time.monotonic() > end:
             return found
         time.sleep(0.3)
+
+
+@pytest.fixture
+def progress_shown(monkeypatch) -> list[float]:
+    """Every value a progress artifact is created with or updated to, in order."""
+    import prefect.artifacts
+
+    shown: list[float] = []
+    create = prefect.artifacts.create_progress_artifact
+    update = prefect.artifacts.update_progress_artifact
+
+    def created(progress, *args, **kwargs):
+        shown.append(progress)
+        return create(progress, *args, **kwargs)
+
+    def updated(artifact_id, progress, *args, **kwargs):
+        shown.append(progress)
+        return update(artifact_id, progress, *args, **kwargs)
+
+    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", created)
+    monkeypatch.setattr(prefect.artifacts, "update_progress_artifact", updated)
+    return shown

@@ -27,10 +27,8 @@ def test_hot_copies_in_cheaper_classes_cost_less():
 
 
 def test_dry_run_rows_carry_the_figures_and_a_run_shows_progress(
-    s3, seed, plates_csv, tmp_path, monkeypatch
+    s3, seed, plates_csv, tmp_path, progress_shown
 ):
-    import prefect.artifacts
-
     seed(SPACED)
     csv = plates_csv(SPACED)
     (row,) = archive_plates(
@@ -41,22 +39,7 @@ def test_dry_run_rows_carry_the_figures_and_a_run_shows_progress(
     assert "restore Bulk $" in row["estimate"] and "minimum duration $" in row["estimate"]
     assert "Contents" not in s3.list_objects_v2(Bucket=COLD)
 
-    shown: list[float] = []
-    create, update = (
-        prefect.artifacts.create_progress_artifact,
-        prefect.artifacts.update_progress_artifact,
-    )
-
-    def created(progress, *args, **kwargs):
-        shown.append(progress)
-        return create(progress, *args, **kwargs)
-
-    def updated(artifact_id, progress, *args, **kwargs):
-        shown.append(progress)
-        return update(artifact_id, progress, *args, **kwargs)
-
-    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", created)
-    monkeypatch.setattr(prefect.artifacts, "update_progress_artifact", updated)
+    shown = progress_shown
     (done,) = archive_plates(csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path))
     assert done["status"] == "archived"
     assert shown[0] == 0.0 and shown[-1] == 100.0 and shown == sorted(shown)

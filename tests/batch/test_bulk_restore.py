@@ -168,28 +168,11 @@ def test_expedited_is_refused_before_any_request(s3, loopback, tmp_path):
     assert loopback.request_counts == {}
 
 
-def test_twenty_thousand_objects_one_job_progress_to_100(s3, loopback, tmp_path, monkeypatch):
-    import prefect.artifacts
-
+def test_twenty_thousand_objects_one_job_progress_to_100(s3, loopback, tmp_path, progress_shown):
     loopback.bulk_put(COLD, (f"{P}big/{i:06d}" for i in range(20_000)), storage_class="GLACIER")
     loopback.clear_faults()
     loopback.tiers.durations["Bulk"] = 1.0
-    shown: list[float] = []
-    create, update = (
-        prefect.artifacts.create_progress_artifact,
-        prefect.artifacts.update_progress_artifact,
-    )
-
-    def created(progress, *args, **kwargs):
-        shown.append(progress)
-        return create(progress, *args, **kwargs)
-
-    def updated(artifact_id, progress, *args, **kwargs):
-        shown.append(progress)
-        return update(artifact_id, progress, *args, **kwargs)
-
-    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", created)
-    monkeypatch.setattr(prefect.artifacts, "update_progress_artifact", updated)
+    shown = progress_shown
     result = run(tmp_path, prefix=P + "big/")
     assert shown[-1] == 100.0 and len(shown) >= 2
     assert shown == sorted(shown) and shown[0] == 0.0

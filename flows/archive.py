@@ -43,7 +43,7 @@ from tasks.formats.compression import check_level
 from tasks.formats.layout import resolve_layout
 from tasks.formats.listing import merge_sorted_files
 from tasks.formats.plates_csv import Plate
-from tasks.plates.work import PlateSettings, PlateWork, clean_scratch
+from tasks.plates.work import PlateSettings, PlateWork, clean_scratch, scratch_full
 
 #: Upper bound of ``max_parallel_plates`` (and the size of the flow's thread pool).
 MAX_PARALLEL_PLATES = 16
@@ -115,7 +115,8 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
         result.status, result.message = ItemStatus.EMPTY, str(exc)
         log.warning("%s", exc)
     except Exception as exc:
-        result.status, result.message = ItemStatus.FAILED, describe(exc)
+        result.status = ItemStatus.FAILED
+        result.message = describe(scratch_full(work, exc) or exc)
         if result.verified:
             result.kept = result.objects - result.deleted
         log.error("%s: %s", work.tag, result.message)

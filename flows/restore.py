@@ -40,7 +40,7 @@ from tasks.core.sensor import Backoff
 from tasks.core.status import ItemStatus
 from tasks.formats.layout import resolve_layout
 from tasks.formats.plates_csv import Plate
-from tasks.plates.work import PlateSettings, PlateWork, clean_scratch
+from tasks.plates.work import PlateSettings, PlateWork, clean_scratch, scratch_full
 from tasks.restore import plates as plate_restore
 from tasks.restore import tasks as restore_tasks
 from tasks.restore.plan import EXPENSIVE_GB, EXPENSIVE_OBJECTS, RequestPlan
@@ -194,7 +194,7 @@ def restore_plate(
             row.skipped,
         )
     except Exception as exc:
-        row.message = describe(exc)
+        row.message = describe(scratch_full(work, exc) or exc)
         log.error("%s: %s", work.tag, row.message)
     finally:
         clean_scratch(work)

@@ -3,7 +3,8 @@
 :class:`LoopbackS3` runs moto's server in a thread of this process, behind a
 small WSGI layer that can inject what real S3 does and moto doesn't: throttling
 (503 SlowDown) at a rate, an error for matching requests, rewritten response
-headers (say, a wrong ETag), and archive tiers whose restores take time
+headers (say, a wrong ETag), connections cut after N bytes of a request or response
+body, and archive tiers whose restores take time
 (:mod:`loopback.tiers`). It also counts requests by operation, so a benchmark
 can report requests per object. ``python -m loopback serve`` runs it in a
 process of its own.
@@ -15,9 +16,11 @@ process of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -88,6 +91,9 @@ class Rule:
     code: str = ""
     message: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    #: Drop the connection after this many bytes of the body ("request" or "response").
+    cut_after: int | None = None
+    cut: str = "response"
     times: int | None = None  # None: every match
     rate: float = 1.0  # share of matches it applies to
     hits: int = 0
@@ -242,15 +248,9 @@ class FaultInjector:
                 return answer
         rule = self._pick(request)
         if rule is None:
-            if request.service == "glacier":
-                answer = self.vaults.handle(environ, start_response, self.app)
-            elif request.service == "s3control" and request.key.startswith("jobs"):
-                answer = self.batch.handle(environ, start_response, self.app)
-            else:
-                answer = tags.handle(request, environ, start_response) or self.tiers.handle(
-                    request, environ, start_response, self.app
-                )
-            return self.app(environ, start_response) if answer is None else answer
+            return self._serve(request, environ, start_response)
+        if rule.cut_after is not None:
+            return self._cut(rule, request, environ, start_response)
         if rule.status:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length:
@@ -272,6 +272,47 @@ class FaultInjector:
             return start_response(status, kept + list(rule.headers.items()), exc_info)
 
         return self.app(environ, rewrite)
+
+    def _cut(
+        self, rule: Rule, request: Request, environ: dict, start_response: Callable
+    ) -> Iterable[bytes]:
+        """Serve ``rule``'s request until its byte budget is spent, then drop the connection."""
+        assert rule.cut_after is not None
+        if rule.cut == "request":
+            environ["wsgi.input"].read(min(rule.cut_after, int(environ.get("CONTENT_LENGTH") or 0)))
+            _drop(environ)
+        return _truncated(self._serve(request, environ, start_response), rule.cut_after, environ)
+
+    def _serve(self, request: Request, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if request.service == "glacier":
+            answer = self.vaults.handle(environ, start_response, self.app)
+        elif request.service == "s3control" and request.key.startswith("jobs"):
+            answer = self.batch.handle(environ, start_response, self.app)
+        else:
+            answer = tags.handle(request, environ, start_response) or self.tiers.handle(
+                request, environ, start_response, self.app
+            )
+        return self.app(environ, start_response) if answer is None else answer
+
+
+def _drop(environ: dict) -> None:
+    """Close the client's connection at once, as a network cut would (no response)."""
+    with contextlib.suppress(OSError):
+        environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):  # what was buffered, so it isn't read as a request
+        environ["wsgi.input"].read()
+    raise ConnectionResetError("loopback: connection cut")
+
+
+def _truncated(body: Iterable[bytes], budget: int, environ: dict) -> Iterable[bytes]:
+    """``body`` up to ``budget`` bytes, then a dropped connection (the headers promised more)."""
+    for chunk in body:
+        if len(chunk) >= budget:
+            if budget:
+                yield chunk[:budget]
+            _drop(environ)
+        budget -= len(chunk)
+        yield chunk
 
 
 class LoopbackS3:
@@ -384,6 +425,34 @@ class LoopbackS3:
     def throttle(self, rate: float, operation: str | None = None) -> Rule:
         """Answer a share of requests (``rate``, 0-1) with 503 SlowDown."""
         return self.inject_error(operation=operation, rate=rate)
+
+    def cut_connections(
+        self,
+        operation: str,
+        after_bytes: int,
+        *,
+        direction: str = "response",
+        rate: float = 1.0,
+        times: int | None = None,
+        key_pattern: str = "",
+    ) -> Rule:
+        """Drop the connection after ``after_bytes`` of a matching request's or response's body.
+
+        ``direction="response"``: the client got the headers and part of the body (a download
+        cut half-way); ``"request"``: the server read part of an upload and hung up.
+        """
+        if direction not in ("request", "response"):
+            raise ValueError(f"direction must be 'request' or 'response', not {direction!r}")
+        pattern = re.compile(key_pattern)
+        return self.add_rule(
+            Rule(
+                match=lambda r: r.operation == operation and bool(pattern.search(r.key)),
+                cut_after=after_bytes,
+                cut=direction,
+                times=times,
+                rate=rate,
+            )
+        )
 
     def override_header(
         self, method: str, key_pattern: str, header: str, value: str, times: int | None = None

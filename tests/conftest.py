@@ -15,6 +15,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 # A scratch folder per test process (the suite runs in two, pytest-xdist).
 os.environ.setdefault("COLDFLOW_SCRATCH", __import__("tempfile").mkdtemp(prefix="coldflow-test-"))
 
+import contextlib
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -187,3 +190,27 @@ def progress_shown(monkeypatch) -> list[float]:
     monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", created)
     monkeypatch.setattr(prefect.artifacts, "update_progress_artifact", updated)
     return shown
+
+
+@contextlib.contextmanager
+def small_scratch(path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (the test is skipped where mounting isn't
+    allowed)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def fill_disk(filler: Path, leave: int = 64 * 1024) -> None:
+    """Fill the disk ``filler`` is on with it, leaving ``leave`` bytes (another writer)."""
+    left = shutil.disk_usage(filler.parent).free - leave
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while left > 0:
+            left -= f.write(b"\0" * min(left, 1 << 20))

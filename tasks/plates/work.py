@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -96,6 +97,31 @@ def reserve_scratch(work: PlateWork, need: int, what: str) -> int:
             )
         _reserved[work.tag] = need
     return need
+
+
+#: A disk that filled up (a quota counts too).
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def scratch_full(work: PlateWork, exc: BaseException) -> ScratchSpaceError | None:
+    """The message for a scratch disk that filled up while the plate was on it, or None when
+    ``exc`` (or what caused it) is something else: the reservation counts only coldflow's
+    plates, so another writer on the same disk can still fill it mid-plate."""
+    seen: BaseException | None = exc
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno in _FULL):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    scratch = Path(work.settings.scratch_dir)
+    try:
+        free = f"{shutil.disk_usage(scratch).free / MIB:,.0f} MiB free now"
+    except OSError:
+        free = "its free space unknown"
+    return ScratchSpaceError(
+        f"{work.tag}: scratch {scratch} filled up while the plate was on it ({seen.strerror}; "
+        f"{free}); its scratch folder is removed. Free space or use a larger scratch_dir, "
+        "then run again."
+    )
 
 
 def release_scratch(work: PlateWork) -> None:

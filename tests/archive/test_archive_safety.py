@@ -5,9 +5,21 @@ from __future__ import annotations
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
-from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, live_keys, source_keys
+from conftest import (
+    BATCH,
+    COLD,
+    LIVE,
+    PROJECT,
+    SMALL,
+    SPACED,
+    fill_disk,
+    live_keys,
+    small_scratch,
+    source_keys,
+)
 from prefect.exceptions import ParameterTypeError
 
 from flows.archive import archive_plates
@@ -184,33 +196,58 @@ def test_empty_plate_is_reported_and_others_go_on(s3, seed, plates_csv, tmp_path
 
 def test_scratch_too_small_fails_before_staging(s3, seed, plates_csv, tmp_path):
     originals = seed(SPACED)
-    small = tmp_path / "tiny"
-    small.mkdir()
-    mounted = (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True
-        ).returncode
-        == 0
-    )
-    if not mounted:
-        pytest.skip("cannot mount a small tmpfs here")
-    try:
-        with pytest.raises(PlatesFailedError) as failed:
-            archive_plates(
-                plates_csv(SPACED),
-                PROJECT,
-                BATCH,
-                LIVE,
-                COLD,
-                scratch_dir=str(small),
-                delete_source=True,
-            )
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
+    with (
+        small_scratch(tmp_path / "tiny", "1m") as small,
+        pytest.raises(PlatesFailedError) as failed,
+    ):
+        archive_plates(
+            plates_csv(SPACED),
+            PROJECT,
+            BATCH,
+            LIVE,
+            COLD,
+            scratch_dir=str(small),
+            delete_source=True,
+        )
     message = failed.value.summary[0]["message"]
     assert "MiB free" in message and "needs" in message and "scratch" in message
     assert cold_keys(s3) == set()
     assert set(originals) == set(source_keys(s3))
+
+
+def test_scratch_filling_up_mid_plate_fails_it_and_a_rerun_finishes(
+    s3, seed, plates_csv, tmp_path, loopback
+):
+    """Another process fills the scratch disk while the plate is staging: the plate fails
+    saying scratch is full, nothing is deleted or left half-uploaded, its scratch folder is
+    removed; once there is room again, a re-run archives and deletes it."""
+    originals = seed(SPACED)
+    before = source_keys(s3)
+    csv = plates_csv(SPACED)
+    with small_scratch(tmp_path / "small", "300m") as small:  # the plate reserves ~260 MiB
+        filler = small / "someone-else.bin"
+
+        # all but 64 KiB, while the plate's images download
+        loopback.on_request("GetObject", r"\.tiff$", lambda: fill_disk(filler))
+        with pytest.raises(PlatesFailedError) as failed:
+            archive_plates(
+                csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(small), delete_source=True
+            )
+        row = failed.value.summary[0]
+        assert row["status"] == "failed" and row["deleted"] == 0
+        assert f"scratch {small} filled up while the plate was on it" in row["message"]
+        assert "No space left" in row["message"] and "larger scratch_dir" in row["message"]
+        assert source_keys(s3) == before
+        assert not any(k.endswith(".etag") for k in cold_keys(s3))
+        assert not s3.list_multipart_uploads(Bucket=COLD).get("Uploads")
+        assert sorted(p.name for p in small.iterdir()) == [filler.name]
+
+        filler.unlink()
+        loopback.clear_faults()
+        (row,) = archive_plates(
+            csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(small), delete_source=True
+        )
+    assert row["status"] == "archived" and row["deleted"] == len(originals)
 
 
 def test_key_the_layout_cannot_hold_fails_the_plate(s3, seed, plates_csv, tmp_path):
@@ -316,6 +353,44 @@ def test_500s_and_throttling_on_every_call_type_lose_nothing(
     loopback.clear_faults()
     for key, body in originals.items():
         assert s3.get_object(Bucket=LIVE, Key=key)["Body"].read() == body
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_connections_cut_mid_body_on_upload_and_download_lose_nothing(
+    s3, seed, plates_csv, tmp_path, loopback, streaming
+):
+    """A share of downloads broken off after 4 KiB of their body, and of uploads after the server
+    read 4 KiB of theirs: the plate is archived, verified and deleted, then restored
+    byte-identical; no cut body is taken for a whole one."""
+    from flows.restore import restore_plates
+
+    # the images' tarball is big enough for a multipart upload (parts of 5 MiB)
+    originals = seed(SPACED, shape=replace(SMALL, images=3, image_bytes=4 * 1024 * 1024))
+    cuts = [
+        loopback.cut_connections("GetObject", 4096, rate=0.1),
+        loopback.cut_connections("ListObjects", 512, rate=0.1),
+        loopback.cut_connections("PutObject", 4096, direction="request", rate=0.1),
+        loopback.cut_connections("MultipartPut", 4096, direction="request", times=1),
+    ]
+    csv = plates_csv(SPACED)
+    (row,) = run(
+        csv,
+        tmp_path,
+        delete_source=True,
+        storage_class="STANDARD",
+        streaming=streaming,
+        part_size_mib=5,
+    )
+    assert row["status"] == "archived" and row["deleted"] == len(originals)
+    (back,) = restore_plates(
+        csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "r"), poll_interval=0.1
+    )
+    assert back["status"] == "restored"
+    assert all(rule.hits for rule in cuts), [rule.hits for rule in cuts]  # the cuts did happen
+    loopback.clear_faults()
+    for key, body in originals.items():
+        assert s3.get_object(Bucket=LIVE, Key=key)["Body"].read() == body
+    assert not s3.list_multipart_uploads(Bucket=COLD).get("Uploads")
 
 
 def test_zstd_archives_read_with_gnu_tar(s3, seed, plates_csv, tmp_path):

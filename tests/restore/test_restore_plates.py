@@ -8,7 +8,7 @@ import subprocess
 import tarfile
 
 import pytest
-from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, source_keys
+from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, fill_disk, small_scratch, source_keys
 
 from flows.archive import archive_plates
 from flows.restore import restore_plates
@@ -186,3 +186,33 @@ def test_a_lifecycle_rule_that_archived_the_sidecars_too(s3, seed, plates_csv, t
     assert result[0]["status"] == "restored" and result[0]["verified"] == len(originals)
     requested = {r[1] for r in loopback.tiers.requests}
     assert {k for k in cold if k.endswith((".md5", ".etag", ".tar.gz"))} <= requested
+
+
+def test_scratch_filling_up_mid_restore_fails_the_plate_and_a_rerun_finishes(
+    s3, seed, plates_csv, tmp_path, loopback
+):
+    originals = seed(SPACED)
+    csv = plates_csv(SPACED)
+    archive_plates(
+        csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "a"), delete_source=True
+    )
+    with small_scratch(tmp_path / "small", "300m") as small:
+        filler = small / "someone-else.bin"
+        loopback.on_request(
+            "GetObject", r"_images_illum_analysis\.tar\.gz$", lambda: fill_disk(filler)
+        )
+        with pytest.raises(PlatesFailedError) as failed:
+            restore_plates(
+                csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(small), poll_interval=0.1
+            )
+        row = failed.value.summary[0]
+        assert row["status"] == "failed"
+        assert f"scratch {small} filled up while the plate was on it" in row["message"]
+        assert not (small / TAG).exists()  # the plate's scratch folder went
+        filler.unlink()
+        (row,) = restore_plates(
+            csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(small), poll_interval=0.1
+        )
+    assert row["status"] == "restored" and row["verified"] == len(originals)
+    for key, body in originals.items():
+        assert s3.get_object(Bucket=LIVE, Key=key)["Body"].read() == body, key

@@ -109,7 +109,22 @@ def bulk_restore(
     folder = request_folder(bucket, source, tier, days)
     work = Path(work_dir) / f"bulk-{bucket}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
+    backoff = Backoff(poll_interval, max_poll_interval, timeout)
     try:
+        account = account_id
+        earlier: list[str] = []
+        running: list[str] = []
+        if not dry_run:
+            # Jobs an earlier run of this request started finish first: a new listing while
+            # they still send requests would put the same objects in a second job.
+            earlier = batch_tasks.recorded_jobs(home, folder, aws_credentials_block)
+            if earlier:
+                account = account or batch_tasks.account_of(aws_credentials_block)
+                running = batch_tasks.running_jobs(earlier, account, aws_credentials_block)
+            if running and wait:
+                log.info("waiting for the jobs an earlier run started: %s", ", ".join(running))
+                batch_tasks.wait_for_jobs(running, account, 0, backoff, aws_credentials_block)
+                running = []
         inventory = batch_tasks.take_inventory(
             bucket, prefix, manifest, str(work), aws_credentials_block
         )
@@ -153,10 +168,14 @@ def bulk_restore(
         if dry_run:
             return _finish(result, work, ledger_path, bucket, prefix, emit=False)
 
-        earlier = batch_tasks.recorded_jobs(home, folder, aws_credentials_block)
         started: list[str] = []
-        account = account_id
-        if to_request:
+        if running:
+            log.warning(
+                "not starting a job: the jobs an earlier run started are still sending requests"
+                " (%s); run again once they ended, or with wait",
+                ", ".join(running),
+            )
+        elif to_request:
             account = account or batch_tasks.account_of(aws_credentials_block)
             uploaded = batch_tasks.upload_manifests(
                 bucket, inventory, str(work), home, folder, aws_credentials_block
@@ -174,12 +193,11 @@ def bulk_restore(
             )
             log.info("Batch Operations jobs: %s", ", ".join(started))
         result["jobs"] = list(dict.fromkeys(earlier + started))
-        result["requested"] = to_request
+        result["requested"] = 0 if running else to_request
         if not wait:
             result["status"] = "Requested"
             return _finish(result, work, ledger_path, bucket, prefix)
 
-        backoff = Backoff(poll_interval, max_poll_interval, timeout)
         status = "Complete"
         report_counts = None
         pending = str(work / "pending-inventory.txt")

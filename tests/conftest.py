@@ -214,3 +214,55 @@ def fill_disk(filler: Path, leave: int = 64 * 1024) -> None:
     with open(filler, "wb") as f, contextlib.suppress(OSError):
         while left > 0:
             left -= f.write(b"\0" * min(left, 1 << 20))
+
+
+def kill_child_at(
+    loopback: LoopbackS3,
+    script: str,
+    args: list[str],
+    at: Callable[[Any], bool],
+    *,
+    served: bool = False,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run ``script`` in a child Python process on the loopback endpoint and the test's Prefect
+    API, and SIGKILL it when a request with ``at(request)`` arrives. The request is not served
+    (the killed process never sent it) unless ``served``: then S3 acts on it and the child
+    dies before hearing the answer. Returns the child's stderr; asserts it was killed."""
+    import signal
+    import sys
+    import threading
+
+    from prefect.settings import PREFECT_API_URL
+
+    child: dict[str, Any] = {}
+    killed = threading.Event()
+
+    def responder(request, environ, start_response):
+        if not killed.is_set() and "proc" in child and at(request):
+            killed.set()
+            os.kill(child["proc"].pid, signal.SIGKILL)
+            if not served:
+                start_response("503 Service Unavailable", [("Content-Length", "0")])
+                return [b""]
+        return None
+
+    assert loopback.injector is not None
+    loopback.injector.responders.append(responder)
+    child["proc"] = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        env={
+            **os.environ,
+            **loopback.environ(),
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            **(env or {}),
+        },
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = child["proc"].communicate(timeout=300)
+    assert killed.is_set() and child["proc"].returncode == -signal.SIGKILL, err[-2000:]
+    loopback.clear_faults()
+    return err

@@ -78,14 +78,46 @@ def _record_key(folder: str) -> str:
     return f"{folder}/jobs.json"
 
 
-def recorded_jobs(manifest_bucket: str, folder: str, credentials_block: str | None) -> list[str]:
-    """The job ids earlier runs of the same request created."""
-    s3 = s3_client(credentials_block)
+def _read_record(s3, manifest_bucket: str, folder: str) -> dict:
     try:
         body = s3.get_object(Bucket=manifest_bucket, Key=_record_key(folder))["Body"].read()
     except s3.exceptions.NoSuchKey:
-        return []
-    return list(json.loads(body).get("jobs", []))
+        return {}
+    return json.loads(body)
+
+
+def _write_record(s3, manifest_bucket: str, folder: str, record: dict) -> None:
+    s3.put_object(
+        Bucket=manifest_bucket,
+        Key=_record_key(folder),
+        Body=json.dumps(record).encode(),
+        ContentType="application/json",
+    )
+
+
+@task(name="recorded-jobs", **PLAIN, **TRANSIENT)
+def recorded_jobs(manifest_bucket: str, folder: str, credentials_block: str | None) -> list[str]:
+    """The job ids earlier runs of the same request created. A run that died between sending
+    a job request and recording its answer left the request recorded: it is sent again, and
+    its token makes S3 answer with the job it already created."""
+    s3 = s3_client(credentials_block)
+    record = _read_record(s3, manifest_bucket, folder)
+    jobs = list(record.get("jobs", []))
+    unanswered = record.get("requests", [])
+    if unanswered:
+        control = client("s3control", credentials_block)
+        jobs += [control.create_job(**request)["JobId"] for request in unanswered]
+        jobs = list(dict.fromkeys(jobs))
+        _write_record(s3, manifest_bucket, folder, {"jobs": jobs})
+    return jobs
+
+
+@task(name="running-jobs", **PLAIN, **TRANSIENT)
+def running_jobs(job_ids: list[str], account_id: str, credentials_block: str | None) -> list[str]:
+    """Those of ``job_ids`` that have not ended yet (their restores are still being sent)."""
+    control = client("s3control", credentials_block)
+    watch = batch_jobs.JobWatch(control, account_id, job_ids, 0)
+    return [j for j in job_ids if watch.describe(j).status not in batch_jobs.TERMINAL]
 
 
 @task(name="start-jobs", **PLAIN, **TRANSIENT)
@@ -101,11 +133,15 @@ def start_jobs(
     credentials_block: str | None,
 ) -> list[str]:
     """One restore job per manifest; the same manifest, tier and days give the same job (its
-    request token), so retries and re-runs never start a second one. Records the job ids."""
+    request token), so retries and re-runs never start a second one. Each request is recorded
+    before it is sent and its job id once S3 answers (see :func:`recorded_jobs`)."""
+    if not uploaded:
+        return []
     control = client("s3control", credentials_block)
-    started = []
-    for m in uploaded:
-        request = batch_jobs.job_request(
+    s3 = s3_client(credentials_block)
+    home = uploaded[0].bucket
+    requests = [
+        batch_jobs.job_request(
             account_id=account_id,
             bucket=bucket,
             manifest_bucket=m.bucket,
@@ -119,16 +155,12 @@ def start_jobs(
             report_prefix=f"{folder}/reports",
             description=f"coldflow bulk-restore s3://{bucket} {m.kind} {m.objects} objects",
         )
-        started.append(control.create_job(**request)["JobId"])
-    earlier = recorded_jobs(uploaded[0].bucket, folder, credentials_block) if uploaded else []
-    every = list(dict.fromkeys(earlier + started))
-    if uploaded:
-        s3_client(credentials_block).put_object(
-            Bucket=uploaded[0].bucket,
-            Key=_record_key(folder),
-            Body=json.dumps({"jobs": every}).encode(),
-            ContentType="application/json",
-        )
+        for m in uploaded
+    ]
+    earlier = list(_read_record(s3, home, folder).get("jobs", []))
+    _write_record(s3, home, folder, {"jobs": earlier, "requests": requests})
+    started = [control.create_job(**request)["JobId"] for request in requests]
+    _write_record(s3, home, folder, {"jobs": list(dict.fromkeys(earlier + started))})
     return started
 
 

@@ -11,16 +11,10 @@ byte-identical inside an archive whose ETag sidecar matches the stored tarball.
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
 import tarfile
-import threading
-from pathlib import Path
 
 import pytest
-from conftest import BATCH, COLD, LIVE, PROJECT, SPACED
+from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, kill_child_at
 
 from flows.archive import archive_plates
 from loopback.seed import PlateShape
@@ -148,40 +142,16 @@ def test_killed_at_each_stage_then_rerun_loses_nothing(
     originals = seed(SPACED, shape=SHAPE)
     csv = plates_csv(SPACED)
     scratch = tmp_path / "scratch"
-    at = stage_matcher(stage)
-    child: dict = {}
-    killed = threading.Event()
-
-    def responder(request, environ, start_response):
-        if not killed.is_set() and "proc" in child and at(request):
-            killed.set()
-            os.kill(child["proc"].pid, signal.SIGKILL)
-            if stage not in ("mid-delete", "before-verify"):
-                # the killed process never sent it: nobody is there to see the answer
-                start_response("503 Service Unavailable", [("Content-Length", "0")])
-                return [b""]
-        return None
-
-    loopback.injector.responders.append(responder)
-    from prefect.settings import PREFECT_API_URL
-
-    env = {
-        **os.environ,
-        **loopback.environ(),
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "COLDFLOW_LOCK_LEASE_SECONDS": "60",  # Prefect's shortest lease
-    }
-    child["proc"] = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, csv, str(scratch), mode, PROJECT, BATCH, LIVE, COLD],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    kill_child_at(
+        loopback,
+        SCRIPT,
+        [csv, str(scratch), mode, PROJECT, BATCH, LIVE, COLD],
+        stage_matcher(stage),
+        # mid-delete: S3 deletes and the run dies before hearing so; before verify: the
+        # marker is verify's first look at the completed upload
+        served=stage in ("mid-delete", "before-verify"),
+        env={"COLDFLOW_LOCK_LEASE_SECONDS": "60"},  # Prefect's shortest lease
     )
-    _, err = child["proc"].communicate(timeout=300)
-    assert killed.is_set() and child["proc"].returncode == -signal.SIGKILL, err[-2000:]
-    loopback.clear_faults()
 
     free_plate_lock()
     after_kill = nothing_lost(s3, originals)

@@ -39,6 +39,7 @@ from tasks.core.s3 import Tier, check_bucket, split_s3_uri
 from tasks.core.sensor import Backoff
 from tasks.core.status import ItemStatus
 from tasks.formats.layout import resolve_layout
+from tasks.formats.ledger import check_ledger
 from tasks.formats.plates_csv import Plate
 from tasks.plates.work import PlateSettings, PlateWork, clean_scratch, scratch_full
 from tasks.restore import plates as plate_restore
@@ -111,6 +112,8 @@ def restore_prefix(
     """
     if ledger_s3_uri:
         split_s3_uri(ledger_s3_uri)
+    if retry_ledger:
+        check_ledger(retry_ledger, aws_credentials_block)
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     work = Path(work_dir) / f"restore-{bucket}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"

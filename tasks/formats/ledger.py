@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 
 from tasks.core.clients import read_options
+from tasks.core.errors import InputError
+from tasks.core.status import ObjectStatus
 from tasks.formats.listing import sort_file
 
 LEDGER_COLUMNS = ["key", "storage_class", "size", "status", "message"]
@@ -71,6 +73,36 @@ def read_ledger(
         chunksize=chunk,
         **read_options(path, credentials_block),
     )
+
+
+def ledger_problem(frame: pd.DataFrame) -> str | None:
+    """Why ``frame`` (a chunk of a CSV) is not part of a coldflow restore ledger, or None."""
+    if list(frame.columns) != LEDGER_COLUMNS:
+        return (
+            f"its columns are {','.join(map(str, frame.columns))}, not {','.join(LEDGER_COLUMNS)}"
+        )
+    unknown = set(frame["status"]) - {s.value for s in ObjectStatus}
+    if unknown:
+        return f"it has statuses coldflow never writes: {', '.join(sorted(map(str, unknown))[:5])}"
+    if pd.to_numeric(frame["size"], errors="coerce").isna().any():
+        return "some of its sizes are not numbers"
+    return None
+
+
+def check_ledger(path: str, credentials_block: str | None = None) -> None:
+    """Refuse, before anything is requested, a file that is not a coldflow restore ledger
+    (its first rows are read; every later chunk is checked as it is used)."""
+    try:
+        first = next(read_ledger(path, credentials_block, chunk=1000), None)
+    except FileNotFoundError as exc:
+        raise InputError(f"retry ledger {path} does not exist") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
+        raise InputError(f"retry ledger {path} is not a CSV coldflow can read: {exc}") from exc
+    if first is None:
+        raise InputError(f"retry ledger {path} is empty")
+    problem = ledger_problem(first)
+    if problem:
+        raise InputError(f"retry ledger {path} is not a coldflow restore ledger: {problem}")
 
 
 def merge_ledgers(parts: Iterable[Path], out: Path) -> Counter:

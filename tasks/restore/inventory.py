@@ -17,9 +17,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tasks.core.concurrency import bounded_map
-from tasks.core.errors import error_code
+from tasks.core.errors import InputError, error_code
 from tasks.core.status import PENDING, ObjectStatus
-from tasks.formats.ledger import LedgerWriter, escape_key, read_ledger
+from tasks.formats.ledger import LedgerWriter, escape_key, ledger_problem, read_ledger
 from tasks.restore.pricing import IT_ARCHIVE_TIERS, NEEDS_DAYS
 
 NOT_ARCHIVED = ObjectStatus.NOT_ARCHIVED
@@ -245,6 +245,11 @@ def inventory_from_ledger(
     router = Router(workdir, batch_size, inv)
     try:
         for frame in read_ledger(ledger, credentials_block):
+            problem = ledger_problem(frame)
+            if problem:
+                raise InputError(
+                    f"retry ledger {ledger} is not a coldflow restore ledger: {problem}"
+                )
             errors = frame[frame["status"] == ERROR]
             for row in frame[frame["status"] != ERROR].itertuples(index=False):
                 c = Candidate(row.key, int(row.size), row.storage_class)

@@ -1,24 +1,26 @@
-"""estimate → refuse unwise tiers → request batches → ledger → wait: the orchestration both
-restore flows share. Runs inside a flow."""
+"""list → request batches under a cost ceiling → ledger → wait: the orchestration the restore
+flows share (estimate first where a mistake is expensive). Runs inside a flow."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import run_logger, submit_bounded
+from flows.common import run_logger, stream_bounded
 from tasks.core.clients import s3_client
-from tasks.core.errors import RestoreTimeout
+from tasks.core.errors import CostCeilingError, RestoreTimeout
 from tasks.core.events import emit_restore_event
 from tasks.core.s3 import split_s3_uri
-from tasks.core.status import ObjectStatus
-from tasks.formats.ledger import merge_ledgers, merge_pending
+from tasks.core.status import PENDING, ObjectStatus
+from tasks.formats.ledger import LedgerWriter, escape_key, merge_ledgers, merge_pending
 from tasks.restore import tasks as restore_tasks
-from tasks.restore.inventory import Inventory
+from tasks.restore.inventory import Inventory, RequestBatch, spooled_batches
 from tasks.restore.plan import RequestPlan, refuse_unwise_tier
-from tasks.restore.pricing import estimate
+from tasks.restore.pricing import DEFAULT_MAX_COST_USD, Estimate, estimate
 from tasks.restore.requests import REPORTED
 
 
@@ -33,62 +35,78 @@ def request_and_wait(
     ledger_path: str | None = None,
     ledger_s3_uri: str | None = None,
     flow: str = "restore-prefix",
+    listing: Iterator[RequestBatch] | None = None,
 ) -> dict:
-    """Publish the estimate, request every batch, write the ledger and, with ``wait``, hold
-    until every requested restore is readable. Returns counts by status.
+    """Request every batch under the plan's cost ceiling, write the ledger and, with ``wait``,
+    hold until every requested restore is readable. Returns counts by status.
+
+    Two ways in. With a complete ``inventory`` (``listing`` None) the estimate comes first:
+    an unwise tier or a total above the ceiling is refused before any request. With
+    ``listing`` (batches yielded as the prefix is listed into ``inventory``), requests start
+    with the first batch; before each, what was requested plus that batch must stay under the
+    ceiling, otherwise requesting stops and the run fails with counts once the listing ends.
+    The estimate artifact follows the listing and is final when it ends.
 
     Ends with one ``coldflow.restore.<status>`` event (Complete, Requested without ``wait``,
-    Timeout), none for a dry run."""
+    Timeout, Failed), none for a dry run."""
     log = run_logger()
-    estimated = estimate(plan.tier, inventory.to_request, inventory.to_request_bytes)
-    create_markdown_artifact(
-        key="restore-estimate",
-        markdown=estimated.as_markdown(),
-        description="Cost and time of the restore, before requesting",
-    )
-    log.info(
-        "s3://%s/%s: %d objects to restore, estimated $%.2f (%s)",
-        bucket,
-        prefix,
-        sum(inventory.to_request.values()),
-        estimated.total_cost,
-        plan.tier,
-    )
-    refuse_unwise_tier(plan, inventory, estimated.total_cost)
-
+    work.mkdir(parents=True, exist_ok=True)
+    ceiling = Ceiling(plan, EstimateBoard(inventory, plan.tier, bucket, prefix))
+    if listing is None:
+        estimated = ceiling.board.publish(final=True)
+        refuse_unwise_tier(plan, inventory, estimated.total_cost)
+        if not dry_run:
+            ceiling.refuse_total(estimated.total_cost, sum(inventory.to_request.values()))
+        batches: Iterator[RequestBatch] = spooled_batches(inventory)
+    else:
+        batches = listing
+    result: dict = {"listed": 0, "estimated_cost": 0.0, "requests": 0}
     counts: Counter = Counter(dict.fromkeys(REPORTED, 0))
-    counts.update(inventory.counts)
-    counts.pop(ObjectStatus.ARCHIVED, None)
-    result: dict = {
-        "listed": inventory.listed,
-        "estimated_cost": round(estimated.total_cost, 2),
-        "requests": inventory.listed // 1000 + 1 + inventory.heads,
-    }
     if dry_run:
-        counts[ObjectStatus.ARCHIVED] = sum(inventory.to_request.values())
+        for _ in listing or ():  # the whole listing, for the estimate
+            pass
+        counts.update(inventory.counts)
+        result.update(_inventory_figures(inventory, ceiling.board.publish(final=True)))
         return {**result, **_plain(counts)}
 
-    futures = submit_bounded(
-        restore_tasks.request_restores,
-        inventory.batches,
-        plan.parallel_batches,
-        bucket=bucket,
-        tier=plan.tier,
-        days=plan.days,
-        workers=plan.request_workers,
-        credentials_block=plan.credentials_block,
+    ledger_part = LedgerWriter(work / "ledger-requests.csv")
+    pending_part = open(work / "pending-requests.txt", "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        for _, future in stream_bounded(
+            restore_tasks.request_restores,
+            ceiling.admit(batches, ledger_part),
+            plan.parallel_batches,
+            bucket=bucket,
+            tier=plan.tier,
+            days=plan.days,
+            workers=plan.request_workers,
+            credentials_block=plan.credentials_block,
+        ):
+            outcome = future.result()
+            counts.update(outcome.counts)
+            result["requests"] += sum(v for k, v in outcome.counts.items() if k != "fell_back")
+            for c, status, message in outcome.rows:
+                ledger_part.add(c, status, message)
+                if status in PENDING:
+                    pending_part.write(escape_key(c.key) + "\n")
+    finally:
+        ledger_part.flush()
+        pending_part.close()
+    estimated = ceiling.board.publish(final=True)
+    refused = ceiling.refused
+    counts.update({k: v for k, v in inventory.counts.items() if k != ObjectStatus.ARCHIVED})
+    counts[ObjectStatus.ARCHIVED] = refused
+    if not refused:
+        del counts[ObjectStatus.ARCHIVED]
+    result["requests"] += _inventory_figures(inventory, estimated)["requests"]
+    result.update(
+        {k: v for k, v in _inventory_figures(inventory, estimated).items() if k != "requests"}
     )
-    for future in futures:
-        batch_counts = future.result()
-        counts.update(batch_counts)
-        result["requests"] += sum(v for k, v in batch_counts.items() if k != "fell_back")
-    batches = [Path(b) for b in inventory.batches]
+    result["requested_cost"] = round(ceiling.spent, 2)
 
     ledger = Path(ledger_path) if ledger_path else work.parent / f"{work.name}-ledger.csv"
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    merge_ledgers(
-        [work / "ledger-inventory.csv", *(b.with_suffix(".ledger.csv") for b in batches)], ledger
-    )
+    merge_ledgers([work / "ledger-inventory.csv", work / "ledger-requests.csv"], ledger)
     result["ledger"] = str(ledger)
     if ledger_s3_uri:
         ledger_bucket, ledger_key = split_s3_uri(ledger_s3_uri)
@@ -96,7 +114,7 @@ def request_and_wait(
         result["ledger_s3_uri"] = ledger_s3_uri
     pending = work / "pending.txt"
     n_pending = merge_pending(
-        [work / "pending-inventory.txt", *(b.with_suffix(".pending.txt") for b in batches)], pending
+        [work / "pending-inventory.txt", work / "pending-requests.txt"], pending
     )
     create_table_artifact(
         key="restore-requests",
@@ -106,6 +124,9 @@ def request_and_wait(
     log.info("requested: %s; %d pending", _plain(counts), n_pending)
 
     result["ready"] = 0
+    if refused:
+        _announce(flow, "Failed", bucket, prefix, result, counts)
+        raise CostCeilingError(ceiling.stop_message(estimated.total_cost), _plain(counts))
     status = "Complete" if wait else "Requested"
     try:
         if wait and n_pending:
@@ -126,6 +147,117 @@ def request_and_wait(
     finally:
         _announce(flow, status, bucket, prefix, result, counts)
     return {**result, **_plain(counts)}
+
+
+def _inventory_figures(inventory: Inventory, estimated: Estimate) -> dict:
+    """What the listing itself reports: objects listed, the estimate, requests it made."""
+    return {
+        "listed": inventory.listed,
+        "estimated_cost": round(estimated.total_cost, 2),
+        "requests": inventory.listed // 1000 + 1 + inventory.heads,
+    }
+
+
+class EstimateBoard:
+    """The ``restore-estimate`` artifact: republished as the listing proceeds (at most every
+    :data:`BOARD_SECONDS`), final when it ends."""
+
+    def __init__(self, inventory: Inventory, tier: str, bucket: str, prefix: str) -> None:
+        self.inventory, self.tier = inventory, tier
+        self.where = f"s3://{bucket}/{prefix}"
+        self.shown = 0.0
+
+    def current(self) -> Estimate:
+        return estimate(self.tier, self.inventory.to_request, self.inventory.to_request_bytes)
+
+    def publish(self, final: bool = False) -> Estimate:
+        estimated = self.current()
+        if not final and time.monotonic() - self.shown < BOARD_SECONDS:
+            return estimated
+        self.shown = time.monotonic()
+        state = (
+            "final"
+            if final
+            else f"listing in progress: {self.inventory.listed:,} objects listed so far"
+        )
+        create_markdown_artifact(
+            key="restore-estimate",
+            markdown=estimated.as_markdown() + f"\n\n{self.where}: {state}.",
+            description=f"Cost and time of the restore ({state})",
+        )
+        if final:
+            run_logger().info(
+                "%s: %d objects to restore, estimated $%.2f (%s)",
+                self.where,
+                sum(self.inventory.to_request.values()),
+                estimated.total_cost,
+                self.tier,
+            )
+        return estimated
+
+
+#: Seconds between two versions of the estimate artifact while the listing goes on.
+BOARD_SECONDS = 5.0
+
+
+class Ceiling:
+    """The plan's cost ceiling: admits request batches while what was requested plus the next
+    batch stays under it; after that, every later object goes to the ledger unrequested."""
+
+    def __init__(self, plan: RequestPlan, board: EstimateBoard) -> None:
+        self.tier, self.board = plan.tier, board
+        self.limit = (
+            plan.max_cost_usd
+            if plan.max_cost_usd is not None
+            else DEFAULT_MAX_COST_USD.get(plan.tier)
+        )
+        self.spent = 0.0
+        self.admitted = 0
+        self.refused = 0
+
+    def refuse_total(self, total: float, objects: int) -> None:
+        """Estimate first: refuse the whole restore before any request if it costs too much."""
+        if self.limit is not None and total > self.limit:
+            raise CostCeilingError(
+                f"{self.board.where}: restoring {objects:,} objects with {self.tier} would cost "
+                f"about ${total:,.2f}, above the ceiling of ${self.limit:,.2f}; nothing was "
+                "requested. Pass a higher max_cost_usd to go ahead.",
+                {str(ObjectStatus.ARCHIVED): objects},
+            )
+
+    def admit(
+        self, batches: Iterator[RequestBatch], ledger: LedgerWriter
+    ) -> Iterator[RequestBatch]:
+        for batch in batches:
+            self.board.publish()
+            objects, nbytes = batch.classes
+            cost = estimate(self.tier, objects, nbytes).total_cost
+            if not self.refused and (self.limit is None or self.spent + cost <= self.limit):
+                self.spent += cost
+                self.admitted += len(batch.objects)
+                yield batch
+                continue
+            if not self.refused:
+                run_logger().error(
+                    "%s: stopping requests at the cost ceiling of $%.2f ($%.2f requested; the "
+                    "next batch would add $%.2f); listing on to state the whole cost",
+                    self.board.where,
+                    self.limit,
+                    self.spent,
+                    cost,
+                )
+            self.refused += len(batch.objects)
+            for c in batch.objects:
+                ledger.add(c, ObjectStatus.ARCHIVED, "not requested: above the cost ceiling")
+
+    def stop_message(self, total: float) -> str:
+        return (
+            f"{self.board.where}: stopped at the cost ceiling of ${self.limit:,.2f}: "
+            f"{self.admitted:,} objects requested for about ${self.spent:,.2f}; "
+            f"{self.refused:,} more were not requested (in the ledger as archived). "
+            f"The whole restore would cost about ${total:,.2f}: run again with max_cost_usd "
+            "at least that to request the rest (what was requested is not requested again)."
+        )
 
 
 def _announce(

@@ -5,7 +5,8 @@ back to their original keys (``restore_plates``).
     counts = restore_prefix("imaging-cold", "imaging_analysis/2016_04_01_a549/plates/",
                             tier="Bulk", days=7, filter_in=["BR00092655"])
 
-restore_prefix: list → classify → estimate (artifact) → request in batches → ledger → wait.
+restore_prefix: list → classify → request each batch as it fills, under a cost ceiling (the
+estimate artifact follows the listing; Expedited estimates first) → ledger → wait.
 restore_plates: locate → restore tarballs (estimate, wait) → check → unpack → verify.
 """
 
@@ -44,6 +45,7 @@ from tasks.formats.plates_csv import Plate
 from tasks.plates.work import PlateSettings, PlateWork, clean_scratch, scratch_full
 from tasks.restore import plates as plate_restore
 from tasks.restore import tasks as restore_tasks
+from tasks.restore.inventory import Inventory, listed_batches
 from tasks.restore.plan import EXPENSIVE_GB, EXPENSIVE_OBJECTS, RequestPlan
 
 
@@ -65,6 +67,7 @@ def restore_prefix(
     retry_ledger: str | None = None,
     ledger_path: str | None = None,
     ledger_s3_uri: str | None = None,
+    max_cost_usd: Annotated[float, Field(ge=0)] | None = None,
     batch_size: Annotated[int, Field(ge=100, le=10_000)] = 1000,
     parallel_batches: Annotated[int, Field(ge=1, le=8)] = 4,
     request_workers: Annotated[int, Field(ge=1, le=64)] = 16,
@@ -94,6 +97,10 @@ def restore_prefix(
         allow_expensive: Allow Expedited above expensive_objects / expensive_gb.
         expensive_objects: Expedited on more objects than this needs allow_expensive.
         expensive_gb: Expedited on more GB than this needs allow_expensive.
+        max_cost_usd: Stop requesting before the restore's estimated cost passes this (USD);
+            default $100 for Standard and Expedited, none for Bulk. Standard and Bulk start
+            requesting with the first listed page; Expedited, dry runs and retries estimate
+            everything first.
         retry_ledger: A previous run's ledger (path or s3:// URI): retry only its errors.
         ledger_path: Where to write the ledger CSV (key, storage_class, size, status, message).
         ledger_s3_uri: Also upload the ledger to this s3:// URI.
@@ -118,16 +125,6 @@ def restore_prefix(
     check_bucket(client, bucket)
     work = Path(work_dir) / f"restore-{bucket}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
-    inventory = restore_tasks.take_inventory(
-        bucket,
-        prefix,
-        str(work),
-        filter_in,
-        filter_out,
-        batch_size,
-        retry_ledger,
-        aws_credentials_block,
-    )
     plan = RequestPlan(
         tier,
         days,
@@ -138,7 +135,27 @@ def restore_prefix(
         request_workers,
         Backoff(poll_interval, max_poll_interval, timeout),
         aws_credentials_block,
+        max_cost_usd,
     )
+    listing = None
+    if tier == "Expedited" or dry_run or retry_ledger:
+        # the whole estimate before any request: Expedited mistakes cost hundreds of dollars
+        inventory = restore_tasks.take_inventory(
+            bucket,
+            prefix,
+            str(work),
+            filter_in,
+            filter_out,
+            batch_size,
+            retry_ledger,
+            aws_credentials_block,
+        )
+    else:
+        # requests start with the first listed page, under the cost ceiling
+        inventory = Inventory()
+        listing = listed_batches(
+            inventory, client, bucket, prefix, work, filter_in, filter_out, batch_size
+        )
     try:
         return request_and_wait(
             inventory,
@@ -150,6 +167,7 @@ def restore_prefix(
             dry_run=dry_run,
             ledger_path=ledger_path,
             ledger_s3_uri=ledger_s3_uri,
+            listing=listing,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -224,6 +242,7 @@ def restore_plates(
     bundles: list[str] | None = None,
     streaming: bool = False,
     allow_expensive: bool = False,
+    max_cost_usd: Annotated[float, Field(ge=0)] | None = None,
     max_parallel_plates: Annotated[int, Field(ge=1, le=16)] = 2,
     transfer_concurrency: Annotated[int, Field(ge=1, le=64)] = 16,
     compression: Literal["gzip", "zstd"] = "gzip",
@@ -255,6 +274,8 @@ def restore_plates(
         streaming: Read tarballs straight from S3 (twice: check, then upload) instead of
             downloading them to scratch once.
         allow_expensive: Allow Expedited above the expensive thresholds.
+        max_cost_usd: Refuse, before any request, a restore estimated above this (USD);
+            default $100 for Standard and Expedited, none for Bulk.
         max_parallel_plates: Plates unpacked at the same time.
         transfer_concurrency: Parallel uploads per plate.
         compression: Compression the tarballs were made with (gzip: .tar.gz, zstd: .tar.zst).
@@ -319,6 +340,7 @@ def restore_plates(
             parallel_batches=1,
             backoff=Backoff(poll_interval, max_poll_interval, timeout),
             credentials_block=aws_credentials_block,
+            max_cost_usd=max_cost_usd,
         )
         try:
             inventory = restore_tasks.inventory_of_keys(

@@ -123,6 +123,18 @@ class RestoreTimeout(SensorTimeout):
     """S3 restores still in progress when the sensor's time ran out."""
 
 
+class CostCeilingError(ColdflowError):
+    """A restore stopped requesting at its cost ceiling; ``counts`` by status. Nothing was
+    requested beyond the ceiling."""
+
+    def __init__(self, message: str, counts: dict[str, int]) -> None:
+        self.counts = counts
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.counts))
+
+
 # -- runs that fail some items -------------------------------------------------------------
 
 

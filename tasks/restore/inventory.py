@@ -102,6 +102,30 @@ def read_candidates(path: Path) -> Iterator[Candidate]:
             yield Candidate(key, int(size), storage_class, archive_class)
 
 
+@dataclass(frozen=True)
+class RequestBatch:
+    """Objects to request together, numbered in listing order (one task run each)."""
+
+    number: int
+    objects: list[Candidate]
+
+    @property
+    def classes(self) -> tuple[Counter, Counter]:
+        """Objects and bytes by archive class (what the batch will cost)."""
+        objects: Counter = Counter()
+        nbytes: Counter = Counter()
+        for c in self.objects:
+            objects[c.archive_class] += 1
+            nbytes[c.archive_class] += c.size
+        return objects, nbytes
+
+
+def spooled_batches(inv: Inventory) -> Iterator[RequestBatch]:
+    """The batches an estimate-first inventory spooled to files, read back one at a time."""
+    for number, path in enumerate(inv.batches):
+        yield RequestBatch(number, list(read_candidates(Path(path))))
+
+
 @dataclass
 class Inventory:
     """What a prefix holds, by status; batch files of objects that need a request."""
@@ -140,13 +164,17 @@ def _head_classify(
 
 
 class Router:
-    """Sends classified objects to batch files (to request), pending or the ledger."""
+    """Sends classified objects to request batches, the pending list or the ledger.
+
+    Batches of objects to request are queued in ``ready`` as they fill (:meth:`take`)."""
 
     def __init__(self, workdir: Path, batch_size: int, inventory: Inventory) -> None:
         self.workdir, self.batch_size, self.inv = workdir, batch_size, inventory
         self.ledger = LedgerWriter(workdir / "ledger-inventory.csv")
         self.pending = open(workdir / "pending-inventory.txt", "w", encoding="utf-8")  # noqa: SIM115
         self.batch: list[Candidate] = []
+        self.ready: list[RequestBatch] = []
+        self.cut = 0
 
     def route(self, c: Candidate, status: str, message: str = "") -> None:
         self.inv.counts[status] += 1
@@ -163,12 +191,16 @@ class Router:
 
     def _cut(self) -> None:
         if self.batch:
-            path = self.workdir / f"batch-{len(self.inv.batches):05d}.csv"
-            write_candidates(path, self.batch)
-            self.inv.batches.append(str(path))
+            self.ready.append(RequestBatch(self.cut, self.batch))
             self.batch = []
-            if len(self.inv.batches) % BATCHES_BEFORE_DOUBLING == 0:
+            self.cut += 1
+            if self.cut % BATCHES_BEFORE_DOUBLING == 0:
                 self.batch_size *= 2  # keeps task runs in the hundreds for millions of keys
+
+    def take(self) -> list[RequestBatch]:
+        """The batches filled since the last call."""
+        ready, self.ready = self.ready, []
+        return ready
 
     def close(self) -> None:
         self._cut()
@@ -176,7 +208,8 @@ class Router:
         self.pending.close()
 
 
-def take_inventory(
+def listed_batches(
+    inv: Inventory,
     client: Any,
     bucket: str,
     prefix: str,
@@ -186,12 +219,13 @@ def take_inventory(
     batch_size: int = 1000,
     head_workers: int = 16,
     keep_key: Callable[[str], bool] | None = None,
-) -> Inventory:
+) -> Iterator[RequestBatch]:
     """List a prefix (with ``RestoreStatus`` where the endpoint gives it), filter and classify
-    every object; HEAD only Intelligent-Tiering objects the listing can't classify.
-    ``keep_key``, if given, is asked about every key in listing order."""
+    every object into ``inv``, and yield batches of objects to request as soon as each fills,
+    so requests can start with the first pages. HEADs only Intelligent-Tiering objects the
+    listing can't classify. ``keep_key``, if given, is asked about every key in listing order.
+    ``inv`` is complete once the generator is exhausted."""
     workdir.mkdir(parents=True, exist_ok=True)
-    inv = Inventory()
     router = Router(workdir, batch_size, inv)
     unknown: list[Candidate] = []
 
@@ -223,10 +257,47 @@ def take_inventory(
                     continue
                 archive_class, status = found
                 router.route(Candidate(c.key, c.size, c.storage_class, archive_class), status)
+            yield from router.take()
         resolve()
     finally:
         router.close()
+    yield from router.take()
+
+
+def take_inventory(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    workdir: Path,
+    filter_in: list[str] | None = None,
+    filter_out: list[str] | None = None,
+    batch_size: int = 1000,
+    head_workers: int = 16,
+    keep_key: Callable[[str], bool] | None = None,
+) -> Inventory:
+    """The whole inventory first, request batches spooled to files (estimate-first path)."""
+    inv = Inventory()
+    for batch in listed_batches(
+        inv,
+        client,
+        bucket,
+        prefix,
+        workdir,
+        filter_in,
+        filter_out,
+        batch_size,
+        head_workers,
+        keep_key,
+    ):
+        spool(inv, workdir, batch)
     return inv
+
+
+def spool(inv: Inventory, workdir: Path, batch: RequestBatch) -> None:
+    """One batch to a file in the work folder, recorded in ``inv.batches``."""
+    path = workdir / f"batch-{len(inv.batches):05d}.csv"
+    write_candidates(path, batch.objects)
+    inv.batches.append(str(path))
 
 
 def inventory_from_ledger(
@@ -267,6 +338,8 @@ def inventory_from_ledger(
                 router.route(c, status, message)
     finally:
         router.close()
+    for batch in router.take():
+        spool(inv, workdir, batch)
     return inv
 
 
@@ -288,4 +361,6 @@ def inventory_of_keys(
             router.route(c, status, message)
     finally:
         router.close()
+    for batch in router.take():
+        spool(inv, workdir, batch)
     return inv

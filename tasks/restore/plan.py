@@ -27,6 +27,8 @@ class RequestPlan:
     request_workers: int = 16
     backoff: Backoff = field(default_factory=Backoff)
     credentials_block: str | None = None
+    #: USD; None: the tier's default (``pricing.DEFAULT_MAX_COST_USD``).
+    max_cost_usd: float | None = None
 
 
 def refuse_unwise_tier(plan: RequestPlan, inventory: Inventory, cost: float) -> None:

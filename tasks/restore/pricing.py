@@ -18,6 +18,14 @@ GB = 1000**3
 NEEDS_DAYS = ("GLACIER", "DEEP_ARCHIVE")
 IT_ARCHIVE_TIERS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
 TIERS = ("Expedited", "Standard", "Bulk")
+#: The cost ceiling of a prefix restore when none is given, by tier, in USD; None: no ceiling.
+#: Bulk carries no retrieval fee for Glacier Flexible Retrieval and Intelligent-Tiering (and
+#: $2.50 per TB from Deep Archive); Standard and Expedited are priced per GB and per request.
+DEFAULT_MAX_COST_USD: dict[str, float | None] = {
+    "Expedited": 100.0,
+    "Standard": 100.0,
+    "Bulk": None,
+}
 
 #: Storage, per GB-month, by storage class (Intelligent-Tiering at its frequent access tier).
 STORAGE_PER_GB_MONTH = {

@@ -9,8 +9,8 @@ anything else is a ledger row, never an aborted run.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -18,9 +18,8 @@ from botocore.exceptions import ClientError
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import error_code
 from tasks.core.retry import RESTORE_ATTEMPTS, is_transient, retry_call
-from tasks.core.status import PENDING, ObjectStatus
-from tasks.formats.ledger import LedgerWriter, escape_key
-from tasks.restore.inventory import Candidate, read_candidates
+from tasks.core.status import ObjectStatus
+from tasks.restore.inventory import Candidate
 from tasks.restore.pricing import NEEDS_DAYS
 
 IN_PROGRESS = ObjectStatus.IN_PROGRESS
@@ -90,30 +89,33 @@ def request_one(
     return Outcome(status, note, fell_back)
 
 
+@dataclass
+class BatchOutcome:
+    """What one batch of requests came to: counts by status (plus ``fell_back``) and one
+    (candidate, status, message) row per object, for the ledger and the pending list."""
+
+    counts: dict[str, int]
+    rows: list[tuple[Candidate, str, str]]
+
+
 def request_batch(
     client: Any,
     bucket: str,
-    batch: Path,
+    batch: Iterable[Candidate],
     tier: str,
     days: int,
     workers: int = 16,
     fallback: bool = True,
-) -> dict[str, int]:
-    """Request restores for one batch file; writes its ledger part and pending list beside it.
-    Returns counts by status, plus ``fell_back`` (Expedited requests sent as Standard)."""
-    ledger = LedgerWriter(batch.with_suffix(".ledger.csv"))
+) -> BatchOutcome:
+    """Request restores for one batch of objects, ``workers`` at a time. The batch and its
+    outcome travel with the task (no files), so it runs on any worker."""
     counts: Counter = Counter()
-    with open(batch.with_suffix(".pending.txt"), "w", encoding="utf-8") as pending:
-        results = bounded_map(
-            lambda c: (c, request_one(client, bucket, c, tier, days, fallback)),
-            read_candidates(batch),
-            workers=workers,
-        )
-        for c, outcome in results:
-            counts[outcome.status] += 1
-            counts["fell_back"] += outcome.fell_back
-            ledger.add(c, outcome.status, outcome.message)
-            if outcome.status in PENDING:
-                pending.write(escape_key(c.key) + "\n")
-    ledger.flush()
-    return dict(counts)
+    rows = []
+    results = bounded_map(
+        lambda c: (c, request_one(client, bucket, c, tier, days, fallback)), batch, workers=workers
+    )
+    for c, outcome in results:
+        counts[outcome.status] += 1
+        counts["fell_back"] += outcome.fell_back
+        rows.append((c, outcome.status, outcome.message))
+    return BatchOutcome(dict(counts), rows)

@@ -14,7 +14,7 @@ from tasks.plates.work import PlateWork
 from tasks.restore import inventory as steps
 from tasks.restore import plates as plate_restore
 from tasks.restore.poll import PendingRestores
-from tasks.restore.requests import request_batch
+from tasks.restore.requests import BatchOutcome, request_batch
 
 
 @task(name="inventory", task_run_name="inventory-{bucket}/{prefix}", **PLAIN, **TRANSIENT)
@@ -39,13 +39,19 @@ def take_inventory(
     )
 
 
-@task(name="request-restores", task_run_name="request-restores-{batch}", **PLAIN)
+@task(name="request-restores", task_run_name="request-restores-{batch.number}", **PLAIN)
 def request_restores(
-    batch: str, bucket: str, tier: str, days: int, workers: int, credentials_block: str | None
-) -> dict[str, int]:
-    """Request restores for one batch of keys; per-key errors are recorded, not raised."""
+    batch: steps.RequestBatch,
+    bucket: str,
+    tier: str,
+    days: int,
+    workers: int,
+    credentials_block: str | None,
+) -> BatchOutcome:
+    """Request restores for one batch of objects (it travels with the task: any worker can
+    run it); per-key errors are rows of the outcome, never raised."""
     client = s3_client(credentials_block, botocore_retries=False)  # each answer classified
-    return request_batch(client, bucket, Path(batch), tier, days, workers)
+    return request_batch(client, bucket, batch.objects, tier, days, workers)
 
 
 @task(name="wait-for-restores", task_run_name="wait-for-restores-{bucket}/{prefix}", **PLAIN)

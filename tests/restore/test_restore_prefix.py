@@ -10,7 +10,7 @@ from conftest import COLD, task_runs_of
 from prefect import flow, task
 
 from flows.restore import restore_prefix
-from tasks.core.errors import InputError, RestoreTimeout
+from tasks.core.errors import CostCeilingError, InputError, RestoreTimeout
 from tasks.restore.requests import restore_request
 
 P = "restore/"
@@ -295,3 +295,85 @@ def test_one_completion_event_per_restore(mixed, tmp_path):
     assert payload["percent"] == 100.0 and payload["failed"] == 0
     assert payload["restored"] == payload["total"] > 0
     assert events[0].resource.id == f"coldflow.restore.s3://{COLD}/{P}"
+
+
+# --- requests overlap the listing, under a cost ceiling ---------------------------------------
+
+MB = 1_000_000
+
+
+def put_glacier(loopback, n: int, size: int = 10) -> list[str]:
+    keys = [f"{P}c/{i:05d}.bin" for i in range(n)]
+    loopback.bulk_put(COLD, keys, body=b"x" * size, storage_class="GLACIER")
+    return keys
+
+
+def test_requests_start_before_the_listing_ends(s3, loopback, tmp_path):
+    put_glacier(loopback, 1_100)  # two pages of listing
+    order: list[str] = []
+
+    def seen(request, environ, start_response):
+        if request.operation in ("ListObjects", "RestoreObject"):
+            order.append(request.operation)
+
+    loopback.injector.responders.append(seen)
+    result = run(tmp_path, prefix=P + "c/", batch_size=100, parallel_batches=1, wait=False)
+    assert result["requested"] == 1_100
+    last_page = max(i for i, op in enumerate(order) if op == "ListObjects")
+    assert order.index("RestoreObject") < last_page  # the first batch went before page 2
+
+
+def test_cost_ceiling_stops_requests_and_a_rerun_requests_the_rest(s3, loopback, tmp_path):
+    # Standard from GLACIER: $0.05 per 1,000 requests, so a batch of 100 costs $0.005
+    keys = put_glacier(loopback, 500)
+    with pytest.raises(CostCeilingError) as stopped:
+        run(tmp_path, prefix=P + "c/", batch_size=100, parallel_batches=1, max_cost_usd=0.012)
+    message = str(stopped.value)
+    assert "stopped at the cost ceiling of $0.01" in message
+    assert "200 objects requested" in message and "300 more were not requested" in message
+    assert "whole restore would cost about $0.03" in message
+    assert stopped.value.counts["requested"] == 200 and stopped.value.counts["archived"] == 300
+    assert len(loopback.tiers.requests) == 200  # nothing beyond the ceiling
+    ledger = pd.read_csv(next((tmp_path / "work").glob("*-ledger.csv")))
+    assert (ledger["status"] == "archived").sum() == 300
+
+    again = run(tmp_path, prefix=P + "c/", max_cost_usd=1.0)
+    assert again["requested"] == 300 and again["error"] == 0
+    assert again["restored"] + again["in-progress"] == 200  # the first run's, not asked again
+    assert sorted({k for _, k, _, _ in loopback.tiers.requests}) == keys
+    assert len(loopback.tiers.requests) == 500
+
+
+def test_expedited_over_the_ceiling_is_refused_before_any_request(s3, loopback, tmp_path):
+    put_glacier(loopback, 50, size=MB)
+    with pytest.raises(CostCeilingError) as refused:
+        run(tmp_path, prefix=P + "c/", tier="Expedited", max_cost_usd=0.1)
+    assert "nothing was requested" in str(refused.value)
+    assert loopback.tiers.requests == []
+
+
+def test_default_ceilings_by_tier():
+    from tasks.restore.pricing import DEFAULT_MAX_COST_USD
+
+    assert DEFAULT_MAX_COST_USD == {"Expedited": 100.0, "Standard": 100.0, "Bulk": None}
+
+
+def test_estimate_artifact_follows_the_listing(s3, loopback, tmp_path, monkeypatch):
+    import prefect.artifacts
+
+    import flows.requests
+
+    put_glacier(loopback, 300)
+    shown: list[str] = []
+    create = prefect.artifacts.create_markdown_artifact
+
+    def recorded(*args, **kwargs):
+        if kwargs.get("key") == "restore-estimate":
+            shown.append(kwargs["markdown"])
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(flows.requests, "create_markdown_artifact", recorded)
+    monkeypatch.setattr(flows.requests, "BOARD_SECONDS", 0.0)
+    run(tmp_path, prefix=P + "c/", batch_size=100, parallel_batches=1, wait=False)
+    assert len(shown) >= 3 and "listing in progress" in shown[0]
+    assert shown[-1].endswith("final.") and "300 objects" in shown[-1]

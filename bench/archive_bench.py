@@ -1,4 +1,6 @@
-"""Archive speed: the established shell pipeline against archive_plates, on the same plate.
+"""Archive speed: the established shell pipeline and a raw pipeline (the floor: parallel GETs,
+the same compressor, a parallel multipart upload; no checks, no Prefect; bench.raw_pipeline)
+against archive_plates, on the same plate.
 
     python -m bench.archive_bench [--mib 434] [--runs 3] [--modes staged,streaming]
         [--parallel 1,2,4] [--baseline ../shared/bench/baseline_archive.sh]
@@ -155,6 +157,21 @@ def run_coldflow(csv: Path, scratch: Path, streaming: bool, parallel: int = 1) -
     return {"seconds": row["seconds"], "rss": sampler.rss, "scratch": sampler.scratch}
 
 
+def run_raw(scratch: Path) -> dict:
+    """The raw pipeline (bench.raw_pipeline) in a fresh process: the floor to compare with."""
+    args = [sys.executable, "-m", "bench.raw_pipeline", LIVE, f"projects/{PROJECT}/", COLD]
+    args.append("raw/plate.tar.gz")
+    holder: dict[str, subprocess.Popen] = {}
+    with Sampler(lambda: holder["p"].pid if "p" in holder else None, scratch) as sampler:
+        holder["p"] = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        out, _ = holder["p"].communicate()
+    if holder["p"].returncode != 0:
+        raise RuntimeError(f"raw pipeline failed ({holder['p'].returncode})")
+    row = json.loads(out.strip().splitlines()[-1])
+    print(f"    raw stages: {row['stages']}, tarball {row['tarball_mib']} MiB", flush=True)
+    return {"seconds": row["seconds"], "rss": sampler.rss, "scratch": sampler.scratch}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=float, default=434)
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         from prefect import flow
 
         flow(lambda: None, name="warm-up")()  # the server's first flow run, not timed
-        runs: dict[str, list[dict]] = {"baseline": [], **{m: [] for m in modes}}
+        runs: dict[str, list[dict]] = {"baseline": [], "raw": [], **{m: [] for m in modes}}
         for i in range(args.runs):
             for name in runs:
                 scratch = args.scratch / f"{name}-{i}"
@@ -195,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not args.baseline.exists() or not shutil.which("aws"):
                         continue
                     row = run_baseline(args.baseline, url, plate, scratch)
+                elif name == "raw":
+                    row = run_raw(scratch)
                 else:
                     row = run_coldflow(csv, scratch, streaming=name == "streaming")
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -213,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": [round(r["seconds"], 2) for r in rows],
                 }
         base = report["results"].get("baseline", {}).get("median_seconds")
+        raw = report["results"].get("raw", {}).get("median_seconds")
         for name, res in report["results"].items():
             ratio = f"{base / res['median_seconds']:.2f}x" if base else "n/a"
             res["speedup_vs_baseline"] = ratio
+            if raw:
+                res["time_vs_raw_pipeline"] = round(res["median_seconds"] / raw, 2)
             print(
                 f"{name:<10} median {res['median_seconds']:7.2f} s  {ratio:>7}  "
+                f"{res.get('time_vs_raw_pipeline', float('nan')):.2f}x raw  "
                 f"peak RSS {res['peak_rss_mib']:7.1f} MiB  "
                 f"peak scratch {res['peak_scratch_mib']:7.1f} MiB  "
                 f"({nbytes / MIB:.0f} MiB plate)"

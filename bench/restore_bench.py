@@ -1,11 +1,13 @@
 """Restore-request throughput: the seed script's approach, rclone, and restore_prefix.
 
-    python -m bench.restore_bench [--objects 10000] [--runs 3]
+    python -m bench.restore_bench [--objects 10000] [--runs 3] [--scenarios cold,rerun]
 
 On one loopback endpoint in a process of its own, the tools take turns, ``--runs``
 rounds; in each round every tool restores ``--objects`` GLACIER objects in a bucket
-of its own, dropped afterwards (moto slows down as it holds more objects; S3 does not). keys/s
-(medians) and requests per object are reported, then restore_prefix runs once
+of its own, dropped afterwards (moto slows down as it holds more objects; S3 does not), in
+two scenarios: ``cold`` (none restored) and ``rerun`` (as after an interrupted run: a quarter
+already restored, a quarter still in progress). keys/s (medians) and requests per object are
+reported, then restore_prefix runs once
 more with restores that take a few seconds, to count the sensor's requests per
 object. restore_prefix runs against a Prefect server in a process of its own, as
 in production; every tool gets the same credentials.
@@ -101,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--scenarios", default="cold,rerun")
     args = ap.parse_args(argv)
+    scenarios = args.scenarios.split(",")
     n = args.objects
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    report: dict = {"objects": n, "runs": args.runs, "tools": {}}
+    report: dict = {"objects": n, "runs": args.runs, "scenarios": {}}
     with (
         tempfile.TemporaryDirectory() as tmp,
         endpoint_process() as url,
@@ -114,9 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     ):
         s3 = boto3.client("s3")
 
-        def fresh_bucket(name: str) -> str:
+        def fresh_bucket(name: str, scenario: str = "cold") -> str:
             s3.create_bucket(Bucket=name)
             bulk_put(url, name, PREFIX, n, "GLACIER")
+            if scenario == "rerun":  # a quarter restored, a quarter in progress
+                for start, ready_in in ((0, 0), (2, 3600)):
+                    requests.post(
+                        f"{url}/_loopback/restore",
+                        params={
+                            "bucket": name,
+                            "prefix": PREFIX,
+                            "count": n,
+                            "start": start,
+                            "step": 4,
+                            "ready_in": ready_in,
+                        },
+                        timeout=600,
+                    ).raise_for_status()
             return name
 
         from flows.restore import restore_prefix
@@ -132,22 +150,23 @@ def main(argv: list[str] | None = None) -> int:
             tools["rclone backend restore (32 checkers)"] = lambda b: rclone(url, b)
         else:
             print("rclone not found (apt-get install rclone): skipped")
-        rows: dict[str, list[dict]] = {name: [] for name in tools}
+        rows = {(sc, name): [] for sc in scenarios for name in tools}
         for i in range(args.runs):
-            for t_index, (name, run) in enumerate(tools.items()):
-                bucket = fresh_bucket(f"restore-bench-{i}-{t_index}")
-                reset_counts(url)
-                t = time.monotonic()
-                run(bucket)
-                seconds = time.monotonic() - t
-                made = counts(url)
-                drop_bucket(s3, bucket)  # keep the endpoint's state the same size every round
-                rows[name].append({"seconds": seconds, "requests": made})
-                print(f"run {i + 1} {name:<42} {n / seconds:8.1f} keys/s", flush=True)
-        for name, runs in rows.items():
+            for sc in scenarios:
+                for t_index, (name, run) in enumerate(tools.items()):
+                    bucket = fresh_bucket(f"restore-bench-{sc}-{i}-{t_index}", sc)
+                    reset_counts(url)
+                    t = time.monotonic()
+                    run(bucket)
+                    seconds = time.monotonic() - t
+                    made = counts(url)
+                    drop_bucket(s3, bucket)  # keep the endpoint's state the same size
+                    rows[(sc, name)].append({"seconds": seconds, "requests": made})
+                    print(f"run {i + 1} {sc:<6} {name:<42} {n / seconds:8.1f} keys/s", flush=True)
+        for (sc, name), runs in rows.items():
             seconds = median([r["seconds"] for r in runs])
             made = runs[-1]["requests"]
-            report["tools"][name] = {
+            report["scenarios"].setdefault(sc, {})[name] = {
                 "median_seconds": round(seconds, 2),
                 "keys_per_s": round(n / seconds, 1),
                 "runs_keys_per_s": [round(n / r["seconds"], 1) for r in runs],
@@ -168,19 +187,15 @@ def main(argv: list[str] | None = None) -> int:
             "sensor_requests_per_object": round(result.get("sensor_requests", 0) / n, 4),
             "all_requests_per_object": round(sum(counts(url).values()) / n, 3),
         }
-    for name, row in report["tools"].items():
-        print(
-            f"{name:<42} {row['keys_per_s']:>8.1f} keys/s (median of {args.runs})  "
-            f"{row['requests_per_object']:.3f} requests/object"
-        )
-    seed = report["tools"]["seed approach (HEAD+restore, 8 threads)"]["keys_per_s"]
-    ours = report["tools"]["restore_prefix"]["keys_per_s"]
-    report["restore_prefix_vs_seed"] = round(ours / seed, 2)
-    print(f"restore_prefix / seed approach: {ours / seed:.2f}x")
-    for name, row in report["tools"].items():
-        if name.startswith("rclone"):
-            report["restore_prefix_vs_rclone"] = round(ours / row["keys_per_s"], 2)
-            print(f"restore_prefix / rclone: {ours / row['keys_per_s']:.2f}x")
+    for sc, tools_of in report["scenarios"].items():
+        ours = tools_of["restore_prefix"]["keys_per_s"]
+        for name, row in tools_of.items():
+            ratio = ours / row["keys_per_s"]
+            row["restore_prefix_vs"] = round(ratio, 2)
+            print(
+                f"{sc:<6} {name:<42} {row['keys_per_s']:>8.1f} keys/s (median of {args.runs})  "
+                f"{row['requests_per_object']:.3f} requests/object  restore_prefix {ratio:.2f}x"
+            )
     print(f"sensor: {report['sensor']}")
     print(f"saved {save('restore', report)}")
     return 0

@@ -27,7 +27,7 @@ from flows.common import (
     run_logger,
     submit_bounded,
 )
-from tasks.archive import cost, progress
+from tasks.archive import cost
 from tasks.archive import tasks as steps
 from tasks.archive.cost import estimate_archive
 from tasks.archive.progress import RunProgress
@@ -90,7 +90,6 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
         steps.preflight(work, listing)
         for bundle in work.where.bundles:
             built = steps.build_bundle(work, bundle)
-            progress.report(settings.progress_key, work.tag, listing.bytes[bundle])
             result.tarballs[bundle] = {
                 "key": built.key,
                 "bytes": built.tarball_bytes,

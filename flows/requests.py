@@ -166,15 +166,17 @@ class EstimateBoard:
         self.inventory, self.tier = inventory, tier
         self.where = f"s3://{bucket}/{prefix}"
         self.shown = 0.0
+        self.final = False  # once the listing is complete, no "in progress" version follows
 
     def current(self) -> Estimate:
         return estimate(self.tier, self.inventory.to_request, self.inventory.to_request_bytes)
 
     def publish(self, final: bool = False) -> Estimate:
         estimated = self.current()
-        if not final and time.monotonic() - self.shown < BOARD_SECONDS:
+        if not final and (self.final or time.monotonic() - self.shown < BOARD_SECONDS):
             return estimated
         self.shown = time.monotonic()
+        self.final = self.final or final
         state = (
             "final"
             if final

@@ -186,7 +186,8 @@ class FaultInjector:
 
         ``POST /_loopback/bulk-put?bucket=B&prefix=P&count=N&storage_class=C``,
         ``GET /_loopback/counts``, ``POST /_loopback/counts/reset``,
-        ``POST /_loopback/durations?Standard=2&Bulk=5``.
+        ``POST /_loopback/durations?Standard=2&Bulk=5``,
+        ``POST /_loopback/restore?bucket=B&prefix=P&count=N&start=0&step=2&ready_in=0``.
         """
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         if path == "/_loopback/bulk-put":
@@ -196,6 +197,22 @@ class FaultInjector:
                     query["bucket"], keys, storage_class=query.get("storage_class", "STANDARD")
                 )
             }
+        elif path == "/_loopback/restore":
+            # restore every step-th bulk-put key from start, readable in ready_in seconds
+            # (as an interrupted earlier run would have left them); not counted as requests
+            step, start = int(query.get("step", 1)), int(query.get("start", 0))
+            saved = dict(self.tiers.durations)
+            self.tiers.durations["Standard"] = float(query.get("ready_in", 0))
+            try:
+                answers = Counter(
+                    self.tiers.restore(query["bucket"], f"{query['prefix']}{i:07d}", 7, "Standard")[
+                        0
+                    ]
+                    for i in range(start, int(query["count"]), step)
+                )
+            finally:
+                self.tiers.durations = saved
+            answer = {str(k): v for k, v in answers.items()}
         elif path == "/_loopback/counts":
             with self._lock:
                 answer = dict(self.counts)

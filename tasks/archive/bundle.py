@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from tasks.archive.listing import PlateListing, bundle_totals
+from tasks.archive.progress import BundleProgress, counted
 from tasks.archive.staging import stage_entries, staged_path
 from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead
 from tasks.core.errors import ArchiveVerificationError
@@ -93,7 +94,8 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     # a crashed run may have left an incomplete multipart upload here, billed until aborted
     aborted = abort_incomplete_uploads(s.client, s.cold_bucket, key)
     build = _stream_bundle if s.streaming else _staged_bundle
-    hasher, remote, seconds = build(work, bundle, key, part_size, listing)
+    moving = BundleProgress(s.progress_key, work.tag, nbytes)
+    hasher, remote, seconds = build(work, bundle, key, part_size, listing, moving)
     sort_file(listing)
     if remote != hasher.etag:
         raise ArchiveVerificationError(
@@ -102,13 +104,19 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
         )
     put_text(s.client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
     put_text(s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
+    moving.finish()
     return BundleResult(
         bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds, aborted
     )
 
 
 def _staged_bundle(
-    work: PlateWork, bundle: str, key: str, part_size: int, listing: Path
+    work: PlateWork,
+    bundle: str,
+    key: str,
+    part_size: int,
+    listing: Path,
+    moving: BundleProgress,
 ) -> tuple[MultipartHasher, str, dict[str, float]]:
     s = work.settings
     client, where = s.client, work.where
@@ -117,19 +125,30 @@ def _staged_bundle(
     stage_root = work.path(f"stage_{bundle}")
 
     t = time.monotonic()
-    stage_entries(client, s.bucket, read_entries(entries_path), stage_root, s.transfer_concurrency)
+    stage_entries(
+        client,
+        s.bucket,
+        read_entries(entries_path),
+        stage_root,
+        s.transfer_concurrency,
+        on_staged=moving.stage(1 / 3, moving.nbytes),
+    )
     seconds["stage"] = time.monotonic() - t
 
     t = time.monotonic()
     tar_path = work.path(key.rsplit("/", 1)[-1])
-    members = (
-        MemberSource(
-            where.member_name(e.key),
-            e.size,
-            epoch(e.modified),
-            partial(open, staged_path(stage_root, i), "rb"),
-        )
-        for i, e in enumerate(read_entries(entries_path))
+    members = counted(
+        (
+            MemberSource(
+                where.member_name(e.key),
+                e.size,
+                epoch(e.modified),
+                partial(open, staged_path(stage_root, i), "rb"),
+            )
+            for i, e in enumerate(read_entries(entries_path))
+        ),
+        lambda m: m.size,
+        moving.stage(1 / 3, moving.nbytes),
     )
     with open(tar_path, "wb") as raw:
         out = HashingWriter(raw, part_size)
@@ -150,6 +169,7 @@ def _staged_bundle(
         key,
         part_size=part_size,
         concurrency=min(s.transfer_concurrency, UPLOAD_PARTS_IN_FLIGHT),
+        progress=moving.stage(1 / 3, tar_path.stat().st_size),
         StorageClass=s.storage_class,
     )
     seconds["upload"] = time.monotonic() - t
@@ -158,7 +178,12 @@ def _staged_bundle(
 
 
 def _stream_bundle(
-    work: PlateWork, bundle: str, key: str, part_size: int, listing: Path
+    work: PlateWork,
+    bundle: str,
+    key: str,
+    part_size: int,
+    listing: Path,
+    moving: BundleProgress,
 ) -> tuple[MultipartHasher, str, dict[str, float]]:
     s = work.settings
     t = time.monotonic()
@@ -172,12 +197,16 @@ def _stream_bundle(
     )
     tee = ListingTee(upload, listing, s.compression, work.tag)
     out = HashingWriter(tee, part_size)
-    members = read_ahead(
-        s.client,
-        s.bucket,
-        read_entries(work.entries(bundle)),
-        work.where.member_name,
-        workers=s.transfer_concurrency,
+    members = counted(
+        read_ahead(
+            s.client,
+            s.bucket,
+            read_entries(work.entries(bundle)),
+            work.where.member_name,
+            workers=s.transfer_concurrency,
+        ),
+        lambda m: m.size,
+        moving.stage(1.0, moving.nbytes),
     )
     try:
         write_tarball(members, out, s.compression, s.compression_level, s.compression_threads)

@@ -1,21 +1,28 @@
 """One progress artifact per archive run: source bytes archived out of the total.
 
-Plates report each finished bundle to the run's tracker when they run in the flow's process
-(the default thread pool); plates on other workers (Dask) are counted when they finish.
+Plates report as their bundles move (each object staged, tarred, each part uploaded: see
+:class:`BundleProgress`) when they run in the flow's process (the default thread pool);
+plates on other workers (Dask) are counted when they finish.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
+T = TypeVar("T")
+
+#: Seconds between two updates of the progress artifact.
+PUSH_SECONDS = 1.0
 _RUNS: dict[str, RunProgress] = {}
 _lock = threading.Lock()
 
 
 class RunProgress:
-    """Bytes done of a known total, pushed to a Prefect progress artifact (at most 1/s)."""
+    """Bytes done of a known total, pushed to a Prefect progress artifact (at most every
+    :data:`PUSH_SECONDS`)."""
 
     def __init__(self, key: str, total: int, artifact_id: Any = None) -> None:
         self.key, self.total, self.artifact_id = key, total, artifact_id
@@ -38,7 +45,7 @@ class RunProgress:
         with self._lock:
             self.done[tag] = self.done.get(tag, 0) + nbytes
             now = time.monotonic()
-            if not force and now - self._pushed < 1.0:
+            if not force and now - self._pushed < PUSH_SECONDS:
                 return
             self._pushed = now
             percent = 100.0 * sum(self.done.values()) / self.total if self.total else 100.0
@@ -60,8 +67,52 @@ class RunProgress:
             update_progress_artifact(self.artifact_id, progress=round(percent, 2))
 
 
+class BundleProgress:
+    """A bundle's ``nbytes`` source bytes, reported as its stages move. Each stage has a share
+    of them (staged: download, tar, upload a third each; streaming: the tar stream, whose
+    parts upload as it goes) and reports its own units (objects' bytes, tarball bytes)."""
+
+    def __init__(self, key: str | None, tag: str, nbytes: int) -> None:
+        self.key, self.tag, self.nbytes = key, tag, nbytes
+        self.reported = 0
+        self._lock = threading.Lock()
+
+    def stage(self, share: float, of: int) -> Callable[[int], None]:
+        """A callback taking units done (of ``of`` in all) that reports ``share`` of the
+        bundle's bytes in proportion; thread-safe (s3transfer calls it from its threads)."""
+        weight = share * self.nbytes / of if of else 0.0
+        carry = [0.0]
+
+        def done(units: int) -> None:
+            with self._lock:
+                carry[0] += units * weight
+                whole = int(carry[0])
+                carry[0] -= whole
+                self.reported += whole
+            if whole:
+                report(self.key, self.tag, whole)
+
+        return done
+
+    def finish(self) -> None:
+        """The bundle is uploaded and verified: report whatever rounding left out."""
+        with self._lock:
+            rest, self.reported = max(0, self.nbytes - self.reported), self.nbytes
+        report(self.key, self.tag, rest)
+
+
+def counted(
+    items: Iterable[T], size: Callable[[T], int], done: Callable[[int], None]
+) -> Iterator[T]:
+    """``items`` unchanged, calling ``done(size(item))`` once the consumer asks for the next
+    one (the previous item is then written)."""
+    for item in items:
+        yield item
+        done(size(item))
+
+
 def report(key: str | None, tag: str, nbytes: int) -> None:
-    """A plate finished a bundle of ``nbytes`` source bytes (no-op outside the flow's process)."""
+    """A plate archived ``nbytes`` more source bytes (no-op outside the flow's process)."""
     if key is None:
         return
     with _lock:

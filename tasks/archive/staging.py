@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,12 @@ def read_entry(client: Any, bucket: str, entry: ObjectEntry) -> bytes:
 
 
 def stage_entries(
-    client: Any, bucket: str, entries: Iterable[ObjectEntry], root: Path, concurrency: int
+    client: Any,
+    bucket: str,
+    entries: Iterable[ObjectEntry],
+    root: Path,
+    concurrency: int,
+    on_staged: Callable[[int], None] | None = None,
 ) -> Counter:
     """Stage every entry under ``root`` (see :func:`staged_path`), ``concurrency`` at a time.
 
@@ -90,4 +95,6 @@ def stage_entries(
 
     for size in bounded_map(fetch, enumerate(entries), workers=concurrency):
         counter.add(size)
+        if on_staged is not None:
+            on_staged(size)
     return counter

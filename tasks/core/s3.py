@@ -5,7 +5,7 @@ part size. Clients come from :mod:`tasks.core.clients`; errors are translated by
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,9 +178,11 @@ def upload_path(
     *,
     part_size: int,
     concurrency: int = 8,
+    progress: Callable[[int], None] | None = None,
     **extra_args: Any,
 ) -> str:
-    """Upload a local file with a known part size; returns the ETag S3 reports for it."""
+    """Upload a local file with a known part size; returns the ETag S3 reports for it.
+    ``progress`` is called with the bytes sent as they go."""
     with s3_errors(bucket, key):
         client.upload_file(
             str(path),
@@ -188,6 +190,7 @@ def upload_path(
             key,
             ExtraArgs=extra_args or None,
             Config=transfer_config(part_size, concurrency),
+            Callback=progress,
         )
         return strip_etag(client.head_object(Bucket=bucket, Key=key)["ETag"])
 

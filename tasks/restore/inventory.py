@@ -166,10 +166,14 @@ def _head_classify(
 class Router:
     """Sends classified objects to request batches, the pending list or the ledger.
 
-    Batches of objects to request are queued in ``ready`` as they fill (:meth:`take`)."""
+    Batches of objects to request are spooled to files in the work folder as they fill
+    (``inventory.batches``) or, with ``queue``, kept for :meth:`take`."""
 
-    def __init__(self, workdir: Path, batch_size: int, inventory: Inventory) -> None:
+    def __init__(
+        self, workdir: Path, batch_size: int, inventory: Inventory, queue: bool = False
+    ) -> None:
         self.workdir, self.batch_size, self.inv = workdir, batch_size, inventory
+        self.queue = queue
         self.ledger = LedgerWriter(workdir / "ledger-inventory.csv")
         self.pending = open(workdir / "pending-inventory.txt", "w", encoding="utf-8")  # noqa: SIM115
         self.batch: list[Candidate] = []
@@ -191,7 +195,11 @@ class Router:
 
     def _cut(self) -> None:
         if self.batch:
-            self.ready.append(RequestBatch(self.cut, self.batch))
+            batch = RequestBatch(self.cut, self.batch)
+            if self.queue:
+                self.ready.append(batch)
+            else:
+                spool(self.inv, self.workdir, batch)
             self.batch = []
             self.cut += 1
             if self.cut % BATCHES_BEFORE_DOUBLING == 0:
@@ -226,7 +234,7 @@ def listed_batches(
     listing can't classify. ``keep_key``, if given, is asked about every key in listing order.
     ``inv`` is complete once the generator is exhausted."""
     workdir.mkdir(parents=True, exist_ok=True)
-    router = Router(workdir, batch_size, inv)
+    router = Router(workdir, batch_size, inv, queue=True)
     unknown: list[Candidate] = []
 
     def resolve() -> None:
@@ -338,8 +346,6 @@ def inventory_from_ledger(
                 router.route(c, status, message)
     finally:
         router.close()
-    for batch in router.take():
-        spool(inv, workdir, batch)
     return inv
 
 
@@ -361,6 +367,4 @@ def inventory_of_keys(
             router.route(c, status, message)
     finally:
         router.close()
-    for batch in router.take():
-        spool(inv, workdir, batch)
     return inv

@@ -43,3 +43,49 @@ def test_dry_run_rows_carry_the_figures_and_a_run_shows_progress(
     (done,) = archive_plates(csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path))
     assert done["status"] == "archived"
     assert shown[0] == 0.0 and shown[-1] == 100.0 and shown == sorted(shown)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["staged", "streaming"])
+def test_progress_moves_within_each_bundle(
+    s3, seed, plates_csv, tmp_path, progress_shown, monkeypatch, streaming
+):
+    """Every object staged and tarred, every part uploaded (staged) or every object streamed
+    moves the artifact, not only each finished bundle."""
+    from tasks.archive import progress
+
+    monkeypatch.setattr(progress, "PUSH_SECONDS", 0.0)
+    originals = seed(SPACED)
+    (done,) = archive_plates(
+        plates_csv(SPACED),
+        PROJECT,
+        BATCH,
+        LIVE,
+        COLD,
+        scratch_dir=str(tmp_path),
+        streaming=streaming,
+    )
+    assert done["status"] == "archived"
+    shown = progress_shown
+    assert shown == sorted(shown) and shown[-1] == 100.0
+    steps = {round(v, 2) for v in shown if 0 < v < 100}
+    # per bundle alone, two bundles would give one step at most
+    assert len(steps) >= len(originals) // 2
+
+
+def test_bundle_progress_adds_up_to_the_bundle():
+    from tasks.archive.progress import BundleProgress, RunProgress
+
+    run = RunProgress("test-run", total=3_000)
+    try:
+        moving = BundleProgress("test-run", "plate", 3_000)
+        download, tar, upload = (moving.stage(1 / 3, of) for of in (3_000, 3_000, 1_234))
+        for _ in range(300):
+            download(10)
+            tar(10)
+        for _ in range(1_234):
+            upload(1)
+        assert 2_990 <= run.done["plate"] <= 3_000
+        moving.finish()
+        assert run.done["plate"] == 3_000
+    finally:
+        run.close()

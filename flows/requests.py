@@ -98,10 +98,9 @@ def request_and_wait(
     counts[ObjectStatus.ARCHIVED] = refused
     if not refused:
         del counts[ObjectStatus.ARCHIVED]
-    result["requests"] += _inventory_figures(inventory, estimated)["requests"]
-    result.update(
-        {k: v for k, v in _inventory_figures(inventory, estimated).items() if k != "requests"}
-    )
+    figures = _inventory_figures(inventory, estimated)
+    result["requests"] += figures.pop("requests")
+    result.update(figures)
     result["requested_cost"] = round(ceiling.spent, 2)
 
     ledger = Path(ledger_path) if ledger_path else work.parent / f"{work.name}-ledger.csv"

@@ -41,8 +41,9 @@ class Listed:
 
 
 def listed(client: Any, bucket: str, prefix: str, **kwargs: Any) -> Iterator[Listed]:
-    """Every object under ``prefix`` but coldflow's own, one page in memory at a time."""
-    for obj in iter_objects(client, bucket, prefix, **kwargs):
+    """Every object under ``prefix`` but coldflow's own, a few pages in memory at a time (the
+    next ones are fetched while this one is compared)."""
+    for obj in iter_objects(client, bucket, prefix, ahead=True, **kwargs):
         if not obj["Key"].startswith(RESERVED):
             yield Listed.from_s3(obj)
 

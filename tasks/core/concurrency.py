@@ -7,6 +7,7 @@ long it is (the same backpressure s3transfer uses for its transfers).
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -51,7 +52,50 @@ def bounded_map(
 _END = object()
 
 
-class Counter:
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``items`` in order, drawn by a thread of its own up to ``depth`` ahead of the consumer.
+
+    For listings: two listings merged key by key wait on the network at the same time instead
+    of in turn. An exception in the producer is raised in the consumer; a consumer that stops
+    early stops the producer."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ahead.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            outcome: tuple = (_END, None)
+        except BaseException as exc:  # handed to the consumer
+            outcome = (_END, exc)
+        while not stop.is_set():
+            try:
+                ahead.put(outcome, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = ahead.get()
+            if item is _END:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
     """A thread-safe running total of objects and bytes."""
 
     def __init__(self) -> None:

@@ -13,6 +13,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from tasks.core.clients import s3_client
+from tasks.core.concurrency import prefetch
 from tasks.core.errors import BucketNotFoundError, http_status, is_missing, s3_errors
 
 MIB = 1024 * 1024
@@ -88,11 +89,14 @@ def check_bucket(client: Any, bucket: str) -> None:
         raise
 
 
-def iter_objects(client: Any, bucket: str, prefix: str, **kwargs: Any) -> Iterator[dict]:
-    """Every object under a prefix, one page (1,000 keys) in memory at a time."""
-    paginator = client.get_paginator("list_objects_v2")
+def iter_objects(
+    client: Any, bucket: str, prefix: str, ahead: bool = False, **kwargs: Any
+) -> Iterator[dict]:
+    """Every object under a prefix, a page (1,000 keys) in memory at a time; with ``ahead``,
+    the next two pages are fetched by a thread while the caller works through this one."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **kwargs)
     with s3_errors(bucket, prefix):
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **kwargs):
+        for page in prefetch(pages) if ahead else pages:
             yield from page.get("Contents", ())
 
 

@@ -96,6 +96,8 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
         stop.set()
         thread.join()
 
+
+class Counter:
     """A thread-safe running total of objects and bytes."""
 
     def __init__(self) -> None:

@@ -154,6 +154,7 @@ def run_coldflow(csv: Path, scratch: Path, streaming: bool, parallel: int = 1) -
         raise RuntimeError(f"archive_plates failed ({holder['p'].returncode})")
     row = json.loads(out.strip().splitlines()[-1])
     assert all(s == "archived" for s in row["statuses"]), row
+    print(f"    archive_plates steps (seconds, summed over bundles): {row['steps']}", flush=True)
     return {"seconds": row["seconds"], "rss": sampler.rss, "scratch": sampler.scratch}
 
 

@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         streaming=args.streaming,
     )
     seconds = time.monotonic() - t
-    print(json.dumps({"seconds": seconds, "statuses": [r["status"] for r in rows]}))
+    steps: dict[str, float] = {}
+    for row in rows:
+        for step, spent in (row.get("seconds") or {}).items():
+            steps[step] = round(steps.get(step, 0.0) + spent, 2)
+    print(json.dumps({"seconds": seconds, "statuses": [r["status"] for r in rows], "steps": steps}))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -156,23 +157,29 @@ def _staged_bundle(
     shutil.rmtree(stage_root)
     seconds["tar"] = time.monotonic() - t
 
-    t = time.monotonic()
-    with open(tar_path, "rb") as f:
-        write_lines(listing, tar_listing_lines(f, s.compression, work.tag))
-    seconds["read_back"] = time.monotonic() - t
+    # the tar listing is read back from the file while the file uploads: one is decompression
+    # on this machine, the other waits on the network
+    def read_back() -> float:
+        started = time.monotonic()
+        with open(tar_path, "rb") as f:
+            write_lines(listing, tar_listing_lines(f, s.compression, work.tag))
+        return time.monotonic() - started
 
     t = time.monotonic()
-    remote = upload_path(
-        client,
-        tar_path,
-        s.cold_bucket,
-        key,
-        part_size=part_size,
-        concurrency=min(s.transfer_concurrency, UPLOAD_PARTS_IN_FLIGHT),
-        progress=moving.stage(1 / 3, tar_path.stat().st_size),
-        StorageClass=s.storage_class,
-    )
-    seconds["upload"] = time.monotonic() - t
+    with ThreadPoolExecutor(1, thread_name_prefix="read-back") as pool:
+        reading = pool.submit(read_back)
+        remote = upload_path(
+            client,
+            tar_path,
+            s.cold_bucket,
+            key,
+            part_size=part_size,
+            concurrency=min(s.transfer_concurrency, UPLOAD_PARTS_IN_FLIGHT),
+            progress=moving.stage(1 / 3, tar_path.stat().st_size),
+            StorageClass=s.storage_class,
+        )
+        seconds["upload"] = time.monotonic() - t
+        seconds["read_back"] = reading.result()
     tar_path.unlink()
     return out.hasher, remote, seconds
 

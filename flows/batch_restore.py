@@ -189,6 +189,7 @@ def bulk_restore(
                 role_arn or batch_jobs.default_role(account),
                 home,
                 folder,
+                earlier,
                 aws_credentials_block,
             )
             log.info("Batch Operations jobs: %s", ", ".join(started))

@@ -265,7 +265,7 @@ class FaultInjector:
                 return answer
         rule = self._pick(request)
         if rule is None:
-            return self._serve(request, environ, start_response)
+            return self.serve(request, environ, start_response)
         if rule.cut_after is not None:
             return self._cut(rule, request, environ, start_response)
         if rule.status:
@@ -298,9 +298,11 @@ class FaultInjector:
         if rule.cut == "request":
             environ["wsgi.input"].read(min(rule.cut_after, int(environ.get("CONTENT_LENGTH") or 0)))
             _drop(environ)
-        return _truncated(self._serve(request, environ, start_response), rule.cut_after, environ)
+        return _truncated(self.serve(request, environ, start_response), rule.cut_after, environ)
 
-    def _serve(self, request: Request, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def serve(self, request: Request, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Answer ``request`` as the endpoint does without faults (vaults, Batch Operations,
+        tags and archive tiers in front of moto)."""
         if request.service == "glacier":
             answer = self.vaults.handle(environ, start_response, self.app)
         elif request.service == "s3control" and request.key.startswith("jobs"):

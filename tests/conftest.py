@@ -243,7 +243,7 @@ def kill_child_at(
             return None
         killed.set()
         if served:  # S3 acts on the whole request first; the answer finds nobody
-            answer = list(loopback.injector._serve(request, environ, start_response))
+            answer = list(loopback.injector.serve(request, environ, start_response))
             os.kill(child["proc"].pid, signal.SIGKILL)
             return answer
         os.kill(child["proc"].pid, signal.SIGKILL)

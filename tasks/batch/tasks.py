@@ -130,11 +130,13 @@ def start_jobs(
     role_arn: str,
     report_bucket: str,
     folder: str,
+    earlier: list[str],
     credentials_block: str | None,
 ) -> list[str]:
     """One restore job per manifest; the same manifest, tier and days give the same job (its
     request token), so retries and re-runs never start a second one. Each request is recorded
-    before it is sent and its job id once S3 answers (see :func:`recorded_jobs`)."""
+    before it is sent and its job id once S3 answers, next to the ``earlier`` runs' jobs
+    (see :func:`recorded_jobs`)."""
     if not uploaded:
         return []
     control = client("s3control", credentials_block)
@@ -157,7 +159,6 @@ def start_jobs(
         )
         for m in uploaded
     ]
-    earlier = list(_read_record(s3, home, folder).get("jobs", []))
     _write_record(s3, home, folder, {"jobs": earlier, "requests": requests})
     started = [control.create_job(**request)["JobId"] for request in requests]
     _write_record(s3, home, folder, {"jobs": list(dict.fromkeys(earlier + started))})

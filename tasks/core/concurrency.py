@@ -61,26 +61,25 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     ahead: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(entry: tuple) -> bool:
+        """Queue ``entry`` once there is room; False if the consumer stopped first."""
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        ahead.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((item, None)):
                     return
             outcome: tuple = (_END, None)
         except BaseException as exc:  # handed to the consumer
             outcome = (_END, exc)
-        while not stop.is_set():
-            try:
-                ahead.put(outcome, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        offer(outcome)
 
     thread = threading.Thread(target=produce, name="prefetch", daemon=True)
     thread.start()

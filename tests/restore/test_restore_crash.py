@@ -38,9 +38,10 @@ def nth(n: int, match):
     seen = [0]
 
     def at(request) -> bool:
-        if match(request):
-            seen[0] += 1
-        return seen[0] == n and match(request)
+        if not match(request):
+            return False
+        seen[0] += 1
+        return seen[0] == n
 
     return at
 

@@ -11,6 +11,7 @@ list → leave out what is tagged deleted → restore archived objects → copy 
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import os
 import shutil
@@ -36,6 +37,7 @@ from tasks.backup import tasks as backup_tasks
 from tasks.backup.diff import (
     RESERVED,
     Change,
+    Passed,
     SortedKeys,
     check_prefix,
     classify,
@@ -103,8 +105,8 @@ def backup_bucket(
     if source == backup:
         raise InputError("source and backup must be different buckets")
     s3 = s3_client(aws_credentials_block)
-    check_bucket(s3, source)
-    check_bucket(s3, backup)
+    # no HEAD of either bucket: the listings' first pages answer for both (an unknown bucket
+    # fails there, before anything is written), so an unchanged run costs the two listings
     cutoff = (
         datetime.now(UTC) - timedelta(hours=modified_within_hours)
         if modified_within_hours
@@ -119,8 +121,19 @@ def backup_bucket(
     try:
         ledger_key = _ledger_key(prefix)
         before = work / "deleted-before.txt"
-        download_if_exists(s3, backup, ledger_key, before)
         after = work / "deleted-after.txt"
+        # a whole-bucket listing shows the ledger's key too: when it has gone past that key
+        # without showing it, there is no ledger and no GET to make
+        passed = Passed() if ledger_key.startswith(prefix) else None
+
+        def earlier_deletions() -> Iterator[str]:
+            """The ledger's lines (keys tagged deleted by earlier runs), read when first asked."""
+            if passed is not None and passed.shown(ledger_key) is False:
+                return
+            if download_if_exists(s3, backup, ledger_key, before):
+                with open(before, encoding="utf-8") as f:
+                    yield from f
+
         queued = {"copy_bytes": 0, "done_bytes": 0}
         progress = create_progress_artifact(
             0.0, key="backup-progress", description=f"s3://{source}/{prefix} → s3://{backup}"
@@ -129,11 +142,13 @@ def backup_bucket(
         def work_items() -> Iterator[tuple[str, list]]:
             """("copy" | "tag", batch) in listing order; unchanged and already-tagged keys
             are counted (and kept in the ledger) on the way."""
-            with open(before, encoding="utf-8") as f, open(after, "w", encoding="utf-8") as out:
-                was_deleted = SortedKeys(f)
+            with open(after, "w", encoding="utf-8") as out:
+                was_deleted = SortedKeys(earlier_deletions())
                 copies: list[dict] = []
                 tags: list[str] = []
-                for key, src, bak in merge(listed(s3, source, prefix), listed(s3, backup, prefix)):
+                for key, src, bak in merge(
+                    listed(s3, source, prefix), listed(s3, backup, prefix, passed)
+                ):
                     counts["listed"] += 1
                     change = classify(src, bak, key in was_deleted, cutoff)
                     if change == Change.SAME:
@@ -200,7 +215,8 @@ def backup_bucket(
                     )
         # keys back in the source left the ledger as they were untagged (not written to it)
         sort_file(after)
-        if after.stat().st_size or before.stat().st_size:
+        had = before.exists() and before.stat().st_size
+        if (after.stat().st_size or had) and not (had and filecmp.cmp(before, after, False)):
             s3.upload_file(str(after), backup, ledger_key)
         update_progress_artifact(progress, 100.0)
     finally:

@@ -40,12 +40,38 @@ class Listed:
         return {"key": self.key, "size": self.size, "etag": self.etag}
 
 
-def listed(client: Any, bucket: str, prefix: str, **kwargs: Any) -> Iterator[Listed]:
+class Passed:
+    """How far a listing has got, and which of coldflow's own keys it showed on the way: a
+    whole-bucket backup learns from its listing whether the deleted-keys ledger exists."""
+
+    def __init__(self) -> None:
+        self.last: bytes = b""
+        self.done = False
+        self.reserved: set[str] = set()
+
+    def shown(self, key: str) -> bool | None:
+        """Whether the listing showed ``key``; None while it has not got that far."""
+        if key in self.reserved:
+            return True
+        return False if self.done or self.last > key.encode() else None
+
+
+def listed(
+    client: Any, bucket: str, prefix: str, passed: Passed | None = None, **kwargs: Any
+) -> Iterator[Listed]:
     """Every object under ``prefix`` but coldflow's own, a few pages in memory at a time (the
-    next ones are fetched while this one is compared)."""
+    next ones are fetched while this one is compared); ``passed`` follows the listing."""
     for obj in iter_objects(client, bucket, prefix, ahead=True, **kwargs):
-        if not obj["Key"].startswith(RESERVED):
-            yield Listed.from_s3(obj)
+        key = obj["Key"]
+        if passed is not None:
+            passed.last = key.encode()
+        if key.startswith(RESERVED):
+            if passed is not None:
+                passed.reserved.add(key)
+            continue
+        yield Listed.from_s3(obj)
+    if passed is not None:
+        passed.done = True
 
 
 def merge(
@@ -107,10 +133,14 @@ class SortedKeys:
     def __init__(self, lines: Iterable[str]) -> None:
         from tasks.formats.ledger import unescape_key
 
+        # ``lines`` is first read at the first question (it may be fetched then)
         self._keys = (unescape_key(line.rstrip("\n")) for line in lines)
-        self._current = next(self._keys, None)
+        self._current: str | None = None
+        self._started = False
 
     def __contains__(self, key: str) -> bool:
+        if not self._started:
+            self._current, self._started = next(self._keys, None), True
         wanted = key.encode()
         while self._current is not None and self._current.encode() < wanted:
             self._current = next(self._keys, None)

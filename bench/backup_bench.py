@@ -1,12 +1,15 @@
 """Bucket backup: backup_bucket against `aws s3 sync` and `rclone sync` (server-side copies).
 
-    python -m bench.backup_bench [--objects 10000]
+    python -m bench.backup_bench [--objects 10000] [--runs 3]
 
 On one loopback endpoint in a process of its own, each tool backs up the same source
 bucket of ``--objects`` small objects into a fresh bucket of its own (first full backup,
 objects/s), then runs again with nothing changed (requests per object: two listings
-should be all it takes). backup_bucket runs against a Prefect server in a process of its
-own, as in production. rclone is skipped when it is not installed (apt-get install rclone).
+should be all it takes). The tools take turns for ``--runs`` rounds (the bucket is dropped
+after each, so the endpoint holds the same number of objects every time); medians are
+reported. backup_bucket runs in a fresh process against a Prefect server in a process of
+its own, as in production. rclone is skipped when it is not installed (apt-get install
+rclone).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import boto3
 from bench.common import (
     bulk_put,
     counts,
+    empty_prefix,
     endpoint_process,
+    median,
     prefect_server_process,
     reset_counts,
     save,
@@ -90,13 +95,14 @@ def coldflow_sync(url: str, target: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
     tools = {"backup_bucket": coldflow_sync, "aws s3 sync": aws_sync}
     if shutil.which("rclone"):
         tools["rclone sync"] = rclone_sync
     else:
         print("rclone not found (apt-get install rclone): skipped")
-    report: dict = {}
+    rows: dict[str, list[dict]] = {name: [] for name in tools}
     with (
         endpoint_process() as url,
         tempfile.TemporaryDirectory() as tmp,
@@ -105,27 +111,43 @@ def main(argv: list[str] | None = None) -> int:
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=SOURCE)
         bulk_put(url, SOURCE, "data/", args.objects, "STANDARD")
-        for n, (name, tool) in enumerate(tools.items()):
-            target = f"bench-backup-{n}"
-            s3.create_bucket(Bucket=target)
-            reset_counts(url)
-            t = time.monotonic()
-            tool(url, target)
-            first = time.monotonic() - t
-            first_requests = sum(counts(url).values())
-            reset_counts(url)
-            t = time.monotonic()
-            tool(url, target)
-            again = time.monotonic() - t
-            again_requests = sum(counts(url).values())
-            report[name] = {
-                "first_objects_per_s": round(args.objects / first, 1),
-                "first_requests_per_object": round(first_requests / args.objects, 3),
-                "unchanged_seconds": round(again, 1),
-                "unchanged_requests_per_object": round(again_requests / args.objects, 4),
-            }
-            print(name, report[name], flush=True)
-    print(f"saved {save('backup', {'objects': args.objects, 'results': report})}")
+        for i in range(args.runs):
+            for n, (name, tool) in enumerate(tools.items()):
+                target = f"bench-backup-{i}-{n}"
+                s3.create_bucket(Bucket=target)
+                reset_counts(url)
+                t = time.monotonic()
+                tool(url, target)
+                first = time.monotonic() - t
+                first_requests = sum(counts(url).values())
+                reset_counts(url)
+                t = time.monotonic()
+                tool(url, target)
+                again = time.monotonic() - t
+                again_requests = sum(counts(url).values())
+                empty_prefix(s3, target)
+                s3.delete_bucket(Bucket=target)
+                rows[name].append(
+                    {
+                        "first_objects_per_s": round(args.objects / first, 1),
+                        "first_requests_per_object": round(first_requests / args.objects, 4),
+                        "unchanged_seconds": round(again, 2),
+                        "unchanged_requests_per_object": round(again_requests / args.objects, 4),
+                    }
+                )
+                print(f"run {i + 1} {name:<14} {rows[name][-1]}", flush=True)
+    report: dict = {"objects": args.objects, "runs": args.runs, "results": {}}
+    for name, runs in rows.items():
+        report["results"][name] = {
+            "first_objects_per_s": median([r["first_objects_per_s"] for r in runs]),
+            "unchanged_seconds": median([r["unchanged_seconds"] for r in runs]),
+            "first_requests_per_object": runs[-1]["first_requests_per_object"],
+            "unchanged_requests_per_object": runs[-1]["unchanged_requests_per_object"],
+            "runs": runs,
+        }
+        summary = {k: v for k, v in report["results"][name].items() if k != "runs"}
+        print(f"{name:<14} medians of {args.runs}: {summary}", flush=True)
+    print(f"saved {save('backup', report)}")
     return 0
 
 

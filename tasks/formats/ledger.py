@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.clients import read_options
 from tasks.core.errors import InputError
 from tasks.core.status import ObjectStatus
 from tasks.formats.listing import sort_file
+
+# pandas is imported where it is used: flows that write no ledger start without it
+if TYPE_CHECKING:
+    import pandas as pd
 
 LEDGER_COLUMNS = ["key", "storage_class", "size", "status", "message"]
 
@@ -29,6 +31,8 @@ class LedgerWriter:
         self.path, self.chunk = path, chunk
         self.rows: list[list] = []
         self.written = 0
+        import pandas as pd
+
         pd.DataFrame(columns=LEDGER_COLUMNS).to_csv(path, index=False)
 
     def add(self, c: Any, status: str, message: str = "") -> None:
@@ -38,6 +42,8 @@ class LedgerWriter:
             self.flush()
 
     def flush(self) -> None:
+        import pandas as pd
+
         if self.rows:
             pd.DataFrame(self.rows, columns=LEDGER_COLUMNS).to_csv(
                 self.path, mode="a", header=False, index=False
@@ -66,6 +72,8 @@ def read_ledger(
     path: str, credentials_block: str | None = None, chunk: int = 50_000
 ) -> Iterator[pd.DataFrame]:
     """A ledger (local or s3://) in chunks; keys and messages stay strings."""
+    import pandas as pd
+
     yield from pd.read_csv(
         path,
         dtype={"key": str, "storage_class": str, "message": str},
@@ -77,6 +85,8 @@ def read_ledger(
 
 def ledger_problem(frame: pd.DataFrame) -> str | None:
     """Why ``frame`` (a chunk of a CSV) is not part of a coldflow restore ledger, or None."""
+    import pandas as pd
+
     if list(frame.columns) != LEDGER_COLUMNS:
         return (
             f"its columns are {','.join(map(str, frame.columns))}, not {','.join(LEDGER_COLUMNS)}"
@@ -107,6 +117,8 @@ def check_ledger(path: str, credentials_block: str | None = None) -> None:
 
 def merge_ledgers(parts: Iterable[Path], out: Path) -> Counter:
     """Concatenate ledger parts into one ledger; returns counts by status."""
+    import pandas as pd
+
     counts: Counter = Counter()
     pd.DataFrame(columns=LEDGER_COLUMNS).to_csv(out, index=False)
     for part in parts:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
 from botocore.exceptions import ClientError
 
 from tasks.core.clients import read_options
@@ -30,6 +29,8 @@ def read_plates(path: str, credentials_block: str | None = None) -> list[Plate]:
     one row, no value is blank, no plate id repeats, and no id holds '/', '..' or a
     control character (they would escape the plate's prefixes).
     """
+    import pandas as pd  # here, not at import: flows that read no plates.csv start without it
+
     try:
         frame = pd.read_csv(
             path,

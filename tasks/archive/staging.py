@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.core.concurrency import Counter, bounded_map
+from tasks.core.concurrency import ordered_map
 from tasks.core.errors import SourceChangedError, is_missing, translate
 from tasks.core.retry import retry_stream
 from tasks.core.s3 import MIB
@@ -72,29 +72,32 @@ def read_entry(client: Any, bucket: str, entry: ObjectEntry) -> bytes:
     return data
 
 
-def stage_entries(
+def staged_ahead(
     client: Any,
     bucket: str,
     entries: Iterable[ObjectEntry],
     root: Path,
     concurrency: int,
     on_staged: Callable[[int], None] | None = None,
-) -> Counter:
-    """Stage every entry under ``root`` (see :func:`staged_path`), ``concurrency`` at a time.
+) -> Iterator[tuple[ObjectEntry, Path]]:
+    """Stage entries under ``root`` (see :func:`staged_path`), ``concurrency`` at a time, and
+    yield each ``(entry, path)`` in listing order as soon as it is on disk, so the tarball is
+    written while later objects download. Each file is removed once the consumer asks for the
+    next (it has been read by then), so scratch holds the tarball and a window of objects.
 
     A body cut off half-way is read again (:func:`retry_stream`); anything else stops the
     staging and is raised.
     """
     root.mkdir(parents=True, exist_ok=True)
-    counter = Counter()
 
-    def fetch(item: tuple[int, ObjectEntry]) -> int:
+    def fetch(item: tuple[int, ObjectEntry]) -> Path:
         index, entry = item
         path = staged_path(root, index)
-        return retry_stream(lambda: download_entry(client, bucket, entry, path))
+        retry_stream(lambda: download_entry(client, bucket, entry, path))
+        return path
 
-    for size in bounded_map(fetch, enumerate(entries), workers=concurrency):
-        counter.add(size)
+    for (_, entry), path in ordered_map(fetch, enumerate(entries), workers=concurrency):
         if on_staged is not None:
-            on_staged(size)
-    return counter
+            on_staged(entry.size)
+        yield entry, path
+        path.unlink()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
@@ -50,6 +51,33 @@ def bounded_map(
 
 
 _END = object()
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int | None = None
+) -> Iterator[tuple[T, R]]:
+    """Yield ``(item, fn(item))`` in the order of ``items``, ``workers`` at a time and at most
+    ``ahead`` items (default ``workers * 4``) before the one the consumer waits for.
+
+    The first exception, in order, is raised; what is queued behind it is cancelled and what
+    is running is waited for. A consumer that stops early does the same.
+    """
+    limit = max(ahead or workers * 4, 1)
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        queued: deque[tuple[T, Future[R]]] = deque()
+        try:
+            for item in source:
+                queued.append((item, pool.submit(fn, item)))
+                if len(queued) >= limit:
+                    first, future = queued.popleft()
+                    yield first, future.result()
+            while queued:
+                first, future = queued.popleft()
+                yield first, future.result()
+        finally:
+            for _, future in queued:
+                future.cancel()
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

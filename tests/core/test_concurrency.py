@@ -1,13 +1,16 @@
-"""prefetch: listings read ahead by a thread, in order, errors and early stops passed on."""
+"""prefetch and ordered_map: work ahead of the consumer, in order, errors and early stops
+passed on."""
 
 from __future__ import annotations
 
 import itertools
+import random
 import threading
+import time
 
 import pytest
 
-from tasks.core.concurrency import prefetch
+from tasks.core.concurrency import ordered_map, prefetch
 
 
 def test_items_come_in_order():
@@ -40,3 +43,31 @@ def test_the_producer_runs_ahead_and_stops_with_the_consumer():
     items.close()
     assert threading.active_count() == before  # the producer thread ended
     assert 1 <= len(drawn) <= 5  # ahead by its depth, not the whole (endless) listing
+
+
+def test_ordered_map_keeps_order_whatever_finishes_first():
+    def slow(i: int) -> int:
+        time.sleep(random.random() / 500)
+        return i * i
+
+    got = list(ordered_map(slow, range(300), workers=8))
+    assert got == [(i, i * i) for i in range(300)]
+
+
+def test_ordered_map_runs_a_bounded_window_ahead_and_raises_in_order():
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 5:
+            raise OSError(28, "No space left on device")
+        return i
+
+    seen = []
+    with pytest.raises(OSError, match="No space"):
+        for item, _ in ordered_map(work, itertools.count(), workers=2, ahead=4):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]  # everything before the failure, in order
+    assert max(started) < 5 + 4  # never more than the window past the consumer

@@ -215,8 +215,11 @@ def backup_bucket(
                     )
         # keys back in the source left the ledger as they were untagged (not written to it)
         sort_file(after)
-        had = before.exists() and before.stat().st_size
-        if (after.stat().st_size or had) and not (had and filecmp.cmp(before, after, False)):
+        if before.exists() and before.stat().st_size:  # a ledger was read: write it if it changed
+            changed = not filecmp.cmp(before, after, shallow=False)
+        else:
+            changed = after.stat().st_size > 0
+        if changed:
             s3.upload_file(str(after), backup, ledger_key)
         update_progress_artifact(progress, 100.0)
     finally:

@@ -45,7 +45,7 @@ class Passed:
     whole-bucket backup learns from its listing whether the deleted-keys ledger exists."""
 
     def __init__(self) -> None:
-        self.last: bytes = b""
+        self.last = ""
         self.done = False
         self.reserved: set[str] = set()
 
@@ -53,7 +53,7 @@ class Passed:
         """Whether the listing showed ``key``; None while it has not got that far."""
         if key in self.reserved:
             return True
-        return False if self.done or self.last > key.encode() else None
+        return False if self.done or self.last.encode() > key.encode() else None
 
 
 def listed(
@@ -64,7 +64,7 @@ def listed(
     for obj in iter_objects(client, bucket, prefix, ahead=True, **kwargs):
         key = obj["Key"]
         if passed is not None:
-            passed.last = key.encode()
+            passed.last = key
         if key.startswith(RESERVED):
             if passed is not None:
                 passed.reserved.add(key)

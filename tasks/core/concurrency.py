@@ -124,20 +124,6 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
         thread.join()
 
 
-class Counter:
-    """A thread-safe running total of objects and bytes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-        self.bytes = 0
-
-    def add(self, nbytes: int) -> None:
-        with self._lock:
-            self.count += 1
-            self.bytes += nbytes
-
-
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of ``size`` items (the last may be shorter), drawn lazily from ``items``."""
     from itertools import islice

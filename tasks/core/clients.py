@@ -11,11 +11,13 @@ writes with. Clients are cached per process and thread-safe.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
+from botocore.utils import parse_timestamp as botocore_timestamp
 
 from tasks.core.retry import CALL_ATTEMPTS
 
@@ -47,6 +49,24 @@ def _block(credentials_block: str) -> Any:
     return AwsCredentials.load(credentials_block)
 
 
+def parse_timestamp(value: Any) -> datetime:
+    """A response timestamp as an aware datetime: ISO 8601 ones (every listed object's
+    ``LastModified``) by the standard library, anything else by botocore's parser.
+
+    botocore's own parser (dateutil) takes ~75 µs a timestamp, five sixths of the client's
+    time for a listing page, and a listing of a million keys parses a million of them.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed
+    return botocore_timestamp(value)
+
+
 def session(credentials_block: str | None = None) -> boto3.session.Session:
     """The boto3 session for a credentials block (the standard chain without one)."""
     with _lock:
@@ -56,6 +76,11 @@ def session(credentials_block: str | None = None) -> boto3.session.Session:
                 boto3.session.Session()
                 if credentials_block is None
                 else _block(credentials_block).get_boto3_session()
+            )
+            # the hook the AWS CLI uses for its timestamp format; boto3 exposes the botocore
+            # session only as ``_session``
+            found._session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=parse_timestamp
             )
             _sessions[credentials_block] = found
         return found

@@ -11,7 +11,8 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,31 +24,37 @@ def bounded_map(
 ) -> Iterator[R]:
     """Yield ``fn(item)`` for every item, ``workers`` at a time, in completion order.
 
+    Each finished call hands itself over on a queue: waiting on the whole set of calls in
+    flight for the first to finish would cost a lock per call in flight per result, a tenth
+    of the client's time at thousands of small requests a second.
     The first exception stops new submissions, waits for what is running and is raised.
     """
     limit = in_flight or workers * 4
     source = iter(items)
+    finished: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: set[Future[R]] = set()
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < limit:
-                item = next(source, _END)
-                if item is _END:
-                    exhausted = True
-                else:
-                    pending.add(pool.submit(fn, item))
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                exc = future.exception()
-                if exc is not None:
-                    for other in pending:
-                        other.cancel()
-                    wait(pending)
-                    raise exc
-                yield future.result()
+
+        def submit(item: T) -> None:
+            future = pool.submit(fn, item)
+            pending.add(future)
+            future.add_done_callback(finished.put)
+
+        for item in islice(source, limit):
+            submit(item)
+        while pending:
+            future = finished.get()
+            pending.discard(future)
+            exc = future.exception()
+            if exc is not None:
+                for other in pending:
+                    other.cancel()
+                wait(pending)
+                raise exc
+            yield future.result()
+            item = next(source, _END)
+            if item is not _END:
+                submit(item)
 
 
 _END = object()
@@ -126,8 +133,6 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of ``size`` items (the last may be shorter), drawn lazily from ``items``."""
-    from itertools import islice
-
     source = iter(items)
     while batch := list(islice(source, size)):
         yield batch

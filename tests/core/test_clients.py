@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pandas as pd
 import pytest
+from botocore.utils import parse_timestamp as botocore_timestamp
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED
 from prefect_aws import AwsCredentials
 
 from flows.archive import archive_plates
 from flows.restore import restore_prefix
-from tasks.core.clients import client, reset_clients, storage_options
+from tasks.core.clients import client, parse_timestamp, reset_clients, storage_options
 from tasks.core.errors import ObjectArchivedError, PlatesFileError
 from tasks.core.s3 import get_text
 from tasks.formats.plates_csv import read_plates
@@ -103,3 +106,30 @@ def test_reading_an_archived_object_says_restore_it_first(s3, loopback):
     )
     with pytest.raises(PlatesFileError, match=r"plates\.csv is archived.*restore it first"):
         read_plates(f"s3://{COLD}/plates.csv")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-22T13:52:14.000Z",  # a listing's LastModified
+        "2026-11-22T13:52:14Z",
+        "2026-11-22T14:52:14.250+01:00",
+        "Sun, 22 Nov 2026 13:52:14 GMT",  # a HEAD's Last-Modified header
+        "2026-11-22T13:52:14",  # no zone: left to botocore
+        1795355534,  # epoch seconds (JSON protocols)
+        "1795355534.5",
+    ],
+)
+def test_timestamps_read_as_botocore_reads_them(value):
+    ours, theirs = parse_timestamp(value), botocore_timestamp(value)
+    assert ours == theirs
+    assert ours.utcoffset() == theirs.utcoffset()
+
+
+def test_a_listing_and_a_head_agree_on_when_an_object_changed(s3):
+    s3.put_object(Bucket=COLD, Key="when.txt", Body=b"x")
+    ours = client("s3")
+    listed = ours.list_objects_v2(Bucket=COLD, Prefix="when.txt")["Contents"][0]["LastModified"]
+    headed = ours.head_object(Bucket=COLD, Key="when.txt")["LastModified"]
+    assert listed == headed
+    assert abs(listed - datetime.now(UTC)).total_seconds() < 300

@@ -21,13 +21,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @contextmanager
-def endpoint_process(**durations: float) -> Iterator[str]:
-    """``python -m loopback serve`` in its own process (as a real endpoint would be)."""
+def endpoint_process(own_cpu: bool = False, **durations: float) -> Iterator[str]:
+    """``python -m loopback serve`` in its own process (as a real endpoint would be).
+
+    ``own_cpu``: the endpoint gets the first CPU and this process (with everything it starts
+    from now on: tools, Prefect's server) the others, as S3 runs on machines of its own.
+    Sharing the CPUs, a tool's own CPU time slows the endpoint it is measured against.
+    """
     port = free_port()
     args = [sys.executable, "-m", "loopback", "serve", "--port", str(port)]
     for tier, seconds in durations.items():
         args += [f"--{tier.lower()}-seconds", str(seconds)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    endpoint_cpus, tool_cpus = split_cpus() if own_cpu else (None, None)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, endpoint_cpus)) if endpoint_cpus else None,
+    )
+    if tool_cpus:
+        os.sched_setaffinity(0, tool_cpus)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -41,6 +54,14 @@ def endpoint_process(**durations: float) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def split_cpus() -> tuple[set[int], set[int]]:
+    """The endpoint's CPU and the tools' CPUs (an error on a machine with one)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--endpoint-cpu needs two CPUs or more")
+    return {cpus[0]}, set(cpus[1:])
 
 
 @contextmanager

@@ -56,14 +56,21 @@ def tarball_bound(nbytes: int, count: int) -> int:
 
 
 def scratch_need(listing: PlateListing, streaming: bool = False) -> int:
-    """Scratch a plate needs at its peak: staged, every object plus the largest tarball;
-    streaming, only its listings."""
+    """Scratch a plate needs at its peak. Staged, bundles are built one after another, each
+    object leaving scratch once it is tarred: the largest of a bundle's tarball plus the
+    objects it can have staged at once, and its listings. Streaming, only its listings."""
+    listings = listing.total_objects * 1024
     if streaming:
-        return listing.total_objects * 1024 + STREAMING_MARGIN
+        return listings + STREAMING_MARGIN
     largest = max(
-        (tarball_bound(listing.bytes[b], listing.objects[b]) for b in listing.objects), default=0
+        (
+            tarball_bound(listing.bytes[b], listing.objects[b])
+            + listing.window_bytes.get(b, listing.bytes[b])
+            for b in listing.objects
+        ),
+        default=0,
     )
-    return listing.total_bytes + largest + SCRATCH_MARGIN
+    return listings + largest + SCRATCH_MARGIN
 
 
 def reserve_for(work: PlateWork, listing: PlateListing) -> int:

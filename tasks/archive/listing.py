@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
+from tasks.archive.staging import staged_window
 from tasks.core.errors import EmptyPlateError
 from tasks.core.s3 import iter_objects
 from tasks.formats.listing import (
@@ -27,6 +29,8 @@ class PlateListing:
     bytes: dict[str, int] = field(default_factory=dict)
     placeholders: int = 0
     by_class: dict[str, int] = field(default_factory=dict)  # bytes by storage class
+    #: bytes of the largest objects a bundle can have on scratch at once while it is staged
+    window_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_objects(self) -> int:
@@ -69,6 +73,8 @@ def list_plate(work: PlateWork) -> PlateListing:
     every prefix is empty and UnsupportedKeyError for keys the layout can't hold."""
     work.workdir.mkdir(parents=True, exist_ok=True)
     listing = PlateListing({b: 0 for b in work.where.bundles}, {b: 0 for b in work.where.bundles})
+    window = staged_window(work.settings.transfer_concurrency)
+    largest: dict[str, list[int]] = {b: [] for b in work.where.bundles}
     handles = {
         b: open(work.entries(b), "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         for b in work.where.bundles
@@ -84,9 +90,11 @@ def list_plate(work: PlateWork) -> PlateListing:
                 handles[bundle].write(entry.to_line())
                 listing.objects[bundle] += 1
                 listing.bytes[bundle] += entry.size
+                keep_largest(largest[bundle], entry.size, window)
     finally:
         for h in handles.values():
             h.close()
+    listing.window_bytes = {b: sum(sizes) for b, sizes in largest.items()}
     if listing.total_objects == 0:
         raise EmptyPlateError(
             f"{work.tag}: nothing to archive, every prefix is empty: "
@@ -107,6 +115,14 @@ def list_plate(work: PlateWork) -> PlateListing:
         parts.append(part)
     merge_sorted_files(parts, work.path("listing_s3.txt"))
     return listing
+
+
+def keep_largest(sizes: list[int], size: int, n: int) -> None:
+    """Keep the ``n`` largest sizes seen in the min-heap ``sizes``."""
+    if len(sizes) < n:
+        heapq.heappush(sizes, size)
+    elif size > sizes[0]:
+        heapq.heapreplace(sizes, size)
 
 
 def bundle_totals(work: PlateWork, bundle: str) -> tuple[int, int]:

@@ -16,6 +16,14 @@ from tasks.core.s3 import MIB
 from tasks.formats.listing import ObjectEntry
 
 _COPY_BUFFER = 1 * MIB
+#: Objects staged ahead of the tar writer, per download thread.
+AHEAD_PER_THREAD = 4
+
+
+def staged_window(concurrency: int) -> int:
+    """The most objects on scratch at once while a bundle is staged with ``concurrency``
+    downloads: those downloading or waiting for the tar writer, and the one it reads."""
+    return AHEAD_PER_THREAD * concurrency + 1
 
 
 def staged_path(root: Path, index: int) -> Path:
@@ -96,7 +104,10 @@ def staged_ahead(
         retry_stream(lambda: download_entry(client, bucket, entry, path))
         return path
 
-    for (_, entry), path in ordered_map(fetch, enumerate(entries), workers=concurrency):
+    ahead = staged_window(concurrency) - 1
+    for (_, entry), path in ordered_map(
+        fetch, enumerate(entries), workers=concurrency, ahead=ahead
+    ):
         if on_staged is not None:
             on_staged(entry.size)
         yield entry, path

@@ -28,7 +28,7 @@ import boto3
 from bench.common import (
     bulk_put,
     counts,
-    empty_prefix,
+    drop_bucket,
     endpoint_process,
     median,
     prefect_server_process,
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 tool(url, target)
                 again = time.monotonic() - t
                 again_requests = sum(counts(url).values())
-                empty_prefix(s3, target)
-                s3.delete_bucket(Bucket=target)
+                drop_bucket(s3, target)
                 rows[name].append(
                     {
                         "first_objects_per_s": round(args.objects / first, 1),

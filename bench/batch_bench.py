@@ -23,7 +23,7 @@ import boto3
 from bench.common import (
     bulk_put,
     counts,
-    empty_prefix,
+    drop_bucket,
     endpoint_process,
     median,
     prefect_server_process,
@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         "restored": result["ready"] if "ready" in result else result["restored"],
                     }
                 )
-                empty_prefix(s3, bucket)
-                s3.delete_bucket(Bucket=bucket)
+                drop_bucket(s3, bucket)
                 print(f"run {i + 1} {name:<16} {seconds:8.1f} s", flush=True)
         for name, runs in rows.items():
             made = runs[-1]["requests"]

@@ -94,6 +94,12 @@ def empty_prefix(s3, bucket: str, prefix: str = "") -> None:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
+def drop_bucket(s3, bucket: str) -> None:
+    """Empty and delete a benchmark bucket (moto slows down as it holds more objects)."""
+    empty_prefix(s3, bucket)
+    s3.delete_bucket(Bucket=bucket)
+
+
 def counts(url: str) -> dict[str, int]:
     return requests.get(f"{url}/_loopback/counts", timeout=30).json()
 

@@ -33,7 +33,7 @@ import requests
 from bench.common import (
     bulk_put,
     counts,
-    empty_prefix,
+    drop_bucket,
     endpoint_process,
     median,
     prefect_server_process,
@@ -64,11 +64,6 @@ def seed_approach(s3, bucket: str, workers: int = 8) -> None:
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, keys))
-
-
-def drop_bucket(s3, bucket: str) -> None:
-    empty_prefix(s3, bucket)
-    s3.delete_bucket(Bucket=bucket)
 
 
 def rclone(url: str, bucket: str) -> None:

@@ -11,7 +11,9 @@ from tasks.core.s3 import MIB
 
 
 def test_keep_largest_keeps_the_n_largest_sizes():
-    sizes = [random.Random(7).randrange(10**9) for _ in range(10_000)]
+    rng = random.Random(7)
+    sizes = [rng.randrange(10**9) for _ in range(10_000)]
+    assert len(set(sizes)) > 9_000
     heap: list[int] = []
     for size in sizes:
         keep_largest(heap, size, 33)

@@ -133,3 +133,21 @@ def test_a_listing_and_a_head_agree_on_when_an_object_changed(s3):
     headed = ours.head_object(Bucket=COLD, Key="when.txt")["LastModified"]
     assert listed == headed
     assert abs(listed - datetime.now(UTC)).total_seconds() < 300
+
+
+@pytest.mark.parametrize("retries", [True, False])
+def test_requests_name_coldflow_in_their_user_agent(loopback, retries):
+    made = client("s3", None, retries)
+    sent: list[str] = []
+
+    def record(request, **_):
+        agent = request.headers["User-Agent"]
+        sent.append(agent.decode() if isinstance(agent, bytes) else agent)
+
+    made.meta.events.register("before-send.s3", record)
+    try:
+        made.list_buckets()
+    finally:
+        made.meta.events.unregister("before-send.s3", record)
+    assert len(sent) == 1
+    assert sent[0].startswith("coldflow/") and "Botocore/" in sent[0]

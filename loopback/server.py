@@ -38,7 +38,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from loopback import listing, tags
+from loopback import instances, listing, tags
 from loopback.batch import BatchJobs
 from loopback.net import LOOPBACK_CREDENTIALS, free_port
 from loopback.tiers import ArchiveTiers
@@ -367,6 +367,7 @@ class LoopbackS3:
     def reset(self) -> None:
         """Forget every bucket and object, every injected fault and archive-tier state."""
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=30).raise_for_status()
+        instances.install()
         self.clear_faults()
         self.tiers.reset()
         self.vaults.reset()
@@ -534,6 +535,7 @@ class _Server(ThreadedMotoServer):
 
     def _server_entry(self) -> None:
         listing.install()
+        instances.install()
         injector = FaultInjector(DomainDispatcherApplication(create_backend_app))
         self._owner.injector = injector
         self._server = make_server(

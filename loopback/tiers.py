@@ -122,6 +122,12 @@ class ArchiveTiers:
             in request.headers.get("x-amz-optional-object-attributes", "").lower()
         ):
             return self._list(request, environ, start_response, app)
+        if (
+            request.method == "DELETE"
+            and request.service == "s3"
+            and not {"uploadId", "versionId", "tagging"} & request.query.keys()
+        ):
+            return self._delete(request, environ, start_response, app)
         copy_source = request.headers.get("x-amz-copy-source")
         if request.method == "PUT" and copy_source:
             return self._copy(copy_source, start_response)
@@ -146,6 +152,21 @@ class ArchiveTiers:
                 headers["x-amz-restore"] = 'ongoing-request="false"'
             return app(environ, _with_headers(start_response, headers))
         return None
+
+    def _delete(
+        self, request: Any, environ: dict, start_response: Callable, app: Callable
+    ) -> Iterable[bytes]:
+        """A deleted object, or bucket, takes its restore and archive tier with it."""
+        answer, status = _served(app, environ, start_response)
+        if status.startswith("204"):
+            with self._lock:
+                for state in (self._restores, self._archived):
+                    if request.key:
+                        state.pop((request.bucket, request.key), None)
+                        continue
+                    for where in [w for w in state if w[0] == request.bucket]:
+                        del state[where]
+        return answer
 
     def _copy(self, copy_source: str, start_response: Callable) -> Iterable[bytes] | None:
         """S3 refuses to copy from an archived object until its restore has completed."""
@@ -177,14 +198,8 @@ class ArchiveTiers:
             return _error(start_response, f"{status} {HTTPStatus(status).phrase}", code, message)
         if archive_tier:
             return _respond(start_response, "202 Accepted")
-        captured: dict[str, str] = {}
-
-        def record(status: str, headers: list, exc_info: Any = None) -> Any:
-            captured["status"] = status
-            return start_response(status, headers, exc_info)
-
-        answer = list(app(environ, record))
-        if captured.get("status", "").startswith("202") and days is not None:
+        answer, status = _served(app, environ, start_response)
+        if status.startswith("202") and days is not None:
             with self._lock:
                 self._restores[(request.bucket, request.key)] = _Restore(ready_at, days)
         return answer
@@ -312,6 +327,18 @@ def _parse_restore_request(body: bytes) -> tuple[int | None, str]:
         elif name == "Tier" and node.text:
             tier = node.text.strip()
     return days, tier
+
+
+def _served(app: Callable, environ: dict, start_response: Callable) -> tuple[list[bytes], str]:
+    """moto's answer to a request, and its status line."""
+    captured = [""]
+
+    def record(status: str, headers: list, exc_info: Any = None) -> Any:
+        captured[0] = status
+        return start_response(status, headers, exc_info)
+
+    answer = list(app(environ, record))
+    return answer, captured[0]
 
 
 def _with_headers(start_response: Callable, extra: dict[str, str]) -> Callable:

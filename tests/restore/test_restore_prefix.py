@@ -284,6 +284,42 @@ def test_listing_reports_restore_state_for_every_key(s3):
     assert all(listed[k] is not None for k in keys), listed
 
 
+def test_deleted_objects_and_buckets_leave_nothing_behind(s3, loopback):
+    """As in S3, an object written again after a delete has no restore, and the endpoint
+    lets go of what was deleted (a long benchmark's endpoint otherwise grows and slows)."""
+    import gc
+
+    from moto.s3.models import FakeKey
+
+    def head(bucket: str, key: str) -> dict:
+        return s3.head_object(Bucket=bucket, Key=key)
+
+    loopback.tiers.durations["Standard"] = 3600
+    s3.put_object(Bucket=COLD, Key=P + "again.bin", Body=b"x", StorageClass="GLACIER")
+    s3.restore_object(Bucket=COLD, Key=P + "again.bin", RestoreRequest={"Days": 1})
+    assert head(COLD, P + "again.bin")["Restore"] == 'ongoing-request="true"'
+    s3.delete_object(Bucket=COLD, Key=P + "again.bin")
+    s3.put_object(Bucket=COLD, Key=P + "again.bin", Body=b"y", StorageClass="STANDARD")
+    assert "Restore" not in head(COLD, P + "again.bin")
+    assert s3.get_object(Bucket=COLD, Key=P + "again.bin")["Body"].read() == b"y"
+
+    bucket = "dropped-bucket"
+    s3.create_bucket(Bucket=bucket)
+    loopback.bulk_put(bucket, (f"k{i}" for i in range(500)), storage_class="GLACIER")
+    s3.restore_object(Bucket=bucket, Key="k0", RestoreRequest={"Days": 1})
+    gc.collect()
+    before = len(list(FakeKey.instances_tracked))
+    for start in range(0, 500, 250):
+        objects = [{"Key": f"k{i}"} for i in range(start, start + 250)]
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+    s3.delete_bucket(Bucket=bucket)
+    gc.collect()
+    assert len(list(FakeKey.instances_tracked)) <= before - 500
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k0", Body=b"x", StorageClass="GLACIER")
+    assert "Restore" not in head(bucket, "k0")
+
+
 def test_one_completion_event_per_restore(mixed, tmp_path):
     from conftest import restore_events
 

@@ -122,11 +122,9 @@ class ArchiveTiers:
             in request.headers.get("x-amz-optional-object-attributes", "").lower()
         ):
             return self._list(request, environ, start_response, app)
-        if (
-            request.method == "DELETE"
-            and request.service == "s3"
-            and not {"uploadId", "versionId", "tagging"} & request.query.keys()
-        ):
+        # DeleteObject or DeleteBucket; not a version, an upload or a subresource (?tagging,
+        # ?lifecycle, ...), which leave the object or bucket in place
+        if request.method == "DELETE" and request.service == "s3" and not request.query:
             return self._delete(request, environ, start_response, app)
         copy_source = request.headers.get("x-amz-copy-source")
         if request.method == "PUT" and copy_source:

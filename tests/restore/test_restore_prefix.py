@@ -298,6 +298,9 @@ def test_deleted_objects_and_buckets_leave_nothing_behind(s3, loopback):
     s3.put_object(Bucket=COLD, Key=P + "again.bin", Body=b"x", StorageClass="GLACIER")
     s3.restore_object(Bucket=COLD, Key=P + "again.bin", RestoreRequest={"Days": 1})
     assert head(COLD, P + "again.bin")["Restore"] == 'ongoing-request="true"'
+    s3.delete_bucket_lifecycle(Bucket=COLD)  # a subresource: the bucket and its restores stay
+    s3.delete_object_tagging(Bucket=COLD, Key=P + "again.bin")
+    assert head(COLD, P + "again.bin")["Restore"] == 'ongoing-request="true"'
     s3.delete_object(Bucket=COLD, Key=P + "again.bin")
     s3.put_object(Bucket=COLD, Key=P + "again.bin", Body=b"y", StorageClass="STANDARD")
     assert "Restore" not in head(COLD, P + "again.bin")

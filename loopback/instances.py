@@ -2,9 +2,9 @@
 
 moto keeps every model instance it ever made in a list on its class, for its dashboard, so
 objects deleted from a bucket (and whole dropped buckets) stay in memory until a reset: five
-Python objects and ~4 KiB per key. A benchmark's endpoint grew by ~40 MiB and its requests
-slowed by a few percent with each 10,000-key bucket it created and dropped, so a tool measured
-later in a round met a slower endpoint than the one before it. Here those lists hold their
+Python objects and ~4 KiB per key. A benchmark's endpoint grew by ~40 MiB with each
+10,000-key bucket it created and dropped, and slowed as it grew, so a tool measured later in a
+round met a slower endpoint than the one before it. Here those lists hold their
 instances weakly: an object stays as long as its bucket does, as in S3.
 """
 

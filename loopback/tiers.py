@@ -159,11 +159,13 @@ class ArchiveTiers:
         if status.startswith("204"):
             with self._lock:
                 for state in (self._restores, self._archived):
-                    if request.key:
-                        state.pop((request.bucket, request.key), None)
-                        continue
-                    for where in [w for w in state if w[0] == request.bucket]:
-                        del state[where]
+                    gone = (
+                        [(request.bucket, request.key)]
+                        if request.key
+                        else [where for where in state if where[0] == request.bucket]
+                    )
+                    for where in gone:
+                        state.pop(where, None)
         return answer
 
     def _copy(self, copy_source: str, start_response: Callable) -> Iterable[bytes] | None:

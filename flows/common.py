@@ -1,5 +1,9 @@
 """Orchestration helpers shared by the flows: inputs checked up front, bounded submission,
-rows from futures, and failing a run only after every item had its turn."""
+rows from futures, and failing a run only after every item had its turn.
+
+Every flow module imports this one, and with it how a flow run ends (tasks/core/engine.py):
+Prefect's heartbeat thread stops at once, and the process skips a last garbage sweep on exit.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
 
+from tasks.core import engine
 from tasks.core.errors import ItemFailedError, ItemsFailedError, PlatesFailedError, describe
 from tasks.core.log import run_logger
 from tasks.formats.layout import check_name
@@ -19,6 +24,8 @@ from tasks.formats.plates_csv import Plate, read_plates
 DEFAULT_SCRATCH = os.environ.get(
     "COLDFLOW_SCRATCH", os.path.join(tempfile.gettempdir(), "coldflow")
 )
+
+engine.install()
 
 __all__ = [
     "DEFAULT_SCRATCH",

@@ -5,8 +5,9 @@ Measured on an unchanged backup (a run that only lists two buckets), a fresh pro
 spent 0-1 s (0.5 s on average) of its end joining Prefect's flow-run heartbeat thread and
 ~0.4 s tearing down the interpreter, against ~4 s of listing for 10,000 keys. Both add to
 every flow run a worker starts and every ``coldflow`` command, and to each flow run in the
-test suite. ``install()`` (called when the ``flows`` package is imported) removes both and
-changes nothing else: heartbeats are still sent as often, and a run's work is unchanged.
+test suite. ``install()`` (called by ``flows.common``, which every flow module imports)
+removes both and changes nothing else: heartbeats are still sent as often, and a run's work
+is unchanged.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import prefect.flow_engine as flow_engine
 import pytest
 from prefect import flow
 
-import flows  # noqa: F401  (installs the engine changes, as every flow module does)
+import flows.common  # noqa: F401  (installs the engine changes, as every flow module does)
 from tasks.core import engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_the_garbage_collector_is_frozen_only_at_exit() -> None:
     probe = (
         "import atexit, gc, sys\n"
         "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0))\n"
-        "import flows\n"
+        "import flows.common\n"
         "print('running', gc.get_freeze_count() > 0)\n"
     )
     out = subprocess.run(

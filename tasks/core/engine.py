@@ -23,12 +23,11 @@ from typing import Any
 
 import prefect
 import prefect.flow_engine as flow_engine
-from packaging.version import Version
 
-#: The Prefect releases whose heartbeat context manager this replaces (checked against their
-#: source: the thread sleeps in 1 s steps and is joined when the run ends). A later release
-#: keeps its own until someone has read it.
-CHECKED = (Version("3.8"), Version("3.10"))
+#: The Prefect releases (major, minor) whose heartbeat context manager this replaces, checked
+#: against their source: the thread sleeps in 1 s steps and is joined when the run ends. A
+#: later release keeps its own until someone has read it.
+CHECKED = {(3, 8), (3, 9)}
 
 
 @contextmanager
@@ -86,7 +85,11 @@ def beat(
 
 def _replaceable() -> bool:
     """Prefect is a release this was checked against, with the function it expects."""
-    if not CHECKED[0] <= Version(prefect.__version__) < CHECKED[1]:
+    try:
+        release = tuple(int(part) for part in prefect.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    if release not in CHECKED:
         return False
     upstream = getattr(flow_engine, "_send_heartbeats", None)
     if upstream is None or not hasattr(flow_engine, "MINIMUM_HEARTBEAT_INTERVAL"):

@@ -42,6 +42,24 @@ def test_flows_use_the_heartbeat_that_stops_with_the_run() -> None:
     assert engine.install() is True  # a second install changes nothing
 
 
+@pytest.mark.parametrize(
+    ("version", "replaced"),
+    [
+        ("3.8.8", True),
+        ("3.9.1", True),
+        ("3.10.0", False),
+        ("3.7.8", False),
+        ("4.0.0rc1", False),
+        ("unknown", False),
+    ],
+)
+def test_only_releases_read_are_changed(
+    monkeypatch: pytest.MonkeyPatch, version: str, replaced: bool
+) -> None:
+    monkeypatch.setattr(engine.prefect, "__version__", version)
+    assert engine._replaceable() is replaced
+
+
 def test_the_heartbeat_thread_has_ended_when_the_run_has(monkeypatch: pytest.MonkeyPatch) -> None:
     # Prefect's own loop sleeps in 1 s steps: with a sleep that does not return, its thread
     # would outlive the run (the join gives up after 2 s)

@@ -38,6 +38,7 @@ _JOBS = re.compile(
     r"^/(?P<account>[^/]+)/vaults/(?P<vault>[^/]+)/jobs(?:/(?P<job>[^/]+))?(?P<output>/output)?$"
 )
 _ARCHIVES = re.compile(r"^/(?P<account>[^/]+)/vaults/(?P<vault>[^/]+)/archives$")
+_ARCHIVE = re.compile(r"^/(?P<account>[^/]+)/vaults/(?P<vault>[^/]+)/archives/(?P<archive>[^/]+)$")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
@@ -121,6 +122,8 @@ class VaultJobs:
         self._hashes: dict[tuple[str, str], str] = {}
         self._leaf_cache: dict[tuple[str, str], list[bytes]] = {}
         self._corrupt: dict[str, int] = {}
+        #: Archives deleted, per vault: deleting one again succeeds, as on Glacier.
+        self._deleted: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def reset(self) -> None:
@@ -133,6 +136,7 @@ class VaultJobs:
             self._hashes.clear()
             self._leaf_cache.clear()
             self._corrupt.clear()
+            self._deleted.clear()
 
     def corrupt(self, archive_id: str, offset: int) -> None:
         """Serve the archive's output with the byte at ``offset`` flipped."""
@@ -182,6 +186,9 @@ class VaultJobs:
         method = environ["REQUEST_METHOD"]
         if method == "POST" and _ARCHIVES.match(path):
             return self._upload(environ, start_response, app)
+        archive = _ARCHIVE.match(path)
+        if method == "DELETE" and archive:
+            return self._delete_archive(archive["vault"], archive["archive"], start_response)
         match = _JOBS.match(path)
         if match is None:
             return None
@@ -210,6 +217,29 @@ class VaultJobs:
         if match["output"]:
             return self._output(environ, start_response, job, vault)
         return _json(start_response, "200 OK", self._describe(job, vault))
+
+    def _delete_archive(
+        self, vault_name: str, archive_id: str, start_response: Callable
+    ) -> Iterable[bytes]:
+        """DeleteArchive is idempotent on Glacier ("Attempting to delete an already-deleted
+        archive does not result in an error"); moto answers 500 the second time."""
+        from urllib.parse import unquote
+
+        archive_id = unquote(archive_id)
+        vault = self._vault(vault_name)
+        with self._lock:
+            if vault is not None and archive_id in vault.archives:
+                del vault.archives[archive_id]
+                self._deleted.add((vault_name, archive_id))
+            elif (vault_name, archive_id) not in self._deleted:
+                return _error(
+                    start_response,
+                    "404 Not Found",
+                    "ResourceNotFoundException",
+                    f"Archive not found in vault {vault_name}: {archive_id}",
+                )
+        start_response("204 No Content", [("Content-Length", "0")])
+        return [b""]
 
     def _upload(self, environ: dict, start_response: Callable, app: Callable) -> Iterable[bytes]:
         import io

@@ -127,6 +127,29 @@ def test_a_crash_between_copy_and_delete_finishes_on_rerun_without_copying(vault
     assert archive_ids(g) == set()
 
 
+def test_a_rerun_after_the_archives_were_deleted_skips_them_as_done(vault, s3, loopback):
+    """Glacier's DeleteArchive is idempotent: the second thaw finds the verified copies and
+    deletes again without an error, so every row is skipped and deleted, none failed."""
+    g, upload = vault
+    ids = {upload(b"first archive"): "one.bin", upload(b"second archive"): "two.bin"}
+    first = thaw_vault_archives(VAULT, COLD, archives=ids, delete_archive=True, **FAST)
+    assert [r["status"] for r in first] == ["thawed", "thawed"] and archive_ids(g) == set()
+    loopback.clear_faults()
+    again = thaw_vault_archives(VAULT, COLD, archives=ids, delete_archive=True, **FAST)
+    assert [(r["status"], r["deleted"], r["tree_hash_ok"]) for r in again] == [
+        ("skipped", True, True),
+        ("skipped", True, True),
+    ]
+    counts = loopback.request_counts
+    assert counts.get("Glacier:DeleteArchive") == 2 and not counts.get("Glacier:InitiateJob")
+
+
+def test_deleting_an_archive_the_vault_never_had_is_not_found(vault):
+    g, _ = vault
+    with pytest.raises(g.exceptions.ResourceNotFoundException):
+        g.delete_archive(vaultName=VAULT, archiveId="no-such-archive")
+
+
 def test_whole_vault_named_from_descriptions(vault, s3, loopback):
     _, upload = vault
     upload(b"one", "2019/plate A.tar.gz")

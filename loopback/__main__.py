@@ -1,6 +1,7 @@
 """Run the loopback endpoint in the foreground.
 
-python -m loopback serve --port 5055 [--standard-seconds 5] [--vault-standard-seconds 5]
+python -m loopback serve --port 5055 [--model s3 [--dilation 10]] [--standard-seconds 5]
+    [--vault-standard-seconds 5]
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="run the loopback S3 endpoint until interrupted")
     serve.add_argument("--port", type=int, default=5055)
+    serve.add_argument(
+        "--model",
+        choices=["s3"],
+        default=None,
+        help="answer at S3's latency and request ceilings (503 SlowDown above a ceiling)",
+    )
+    serve.add_argument(
+        "--dilation",
+        type=float,
+        default=10.0,
+        help="with --model: latencies x D, ceilings and transfer rates / D (1: S3's own)",
+    )
     for tier in ("expedited", "standard", "bulk"):
         serve.add_argument(
             f"--{tier}-seconds",
@@ -46,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         help="how many Expedited vault jobs to refuse with InsufficientCapacityException",
     )
     args = ap.parse_args(argv)
-    server = LoopbackS3(port=args.port).start()
+    server = LoopbackS3(port=args.port, model=args.model, dilation=args.dilation).start()
     server.tiers.durations.update(
         Expedited=args.expedited_seconds, Standard=args.standard_seconds, Bulk=args.bulk_seconds
     )

@@ -8,31 +8,70 @@ returned are moto's own.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from typing import Any
 
 _lock = threading.Lock()
-_generation = [0]
+#: Per bucket: [generation, writes in flight]. A write bumps the generation when it arrives
+#: and again when it is done, so names cached while it was being served are never reused.
+_buckets: dict[str, list[int]] = {}
 _names: dict[str, tuple[int, list[str]]] = {}
 _installed = [False]
 
 
-def invalidate() -> None:
-    """Forget every cached listing (a request may have added or removed keys)."""
+def invalidate(bucket: str | None = None) -> None:
+    """Forget the cached listing of ``bucket`` (every bucket without one)."""
     with _lock:
-        _generation[0] += 1
+        _buckets.setdefault("*" if bucket is None else bucket, [0, 0])[0] += 1
+
+
+@contextlib.contextmanager
+def writing(bucket: str | None = None) -> Iterator[None]:
+    """Mark a request that may add or remove keys of ``bucket`` (every bucket without one)
+    while it is served: listings meanwhile are computed afresh and not kept, and a listing
+    that starts after it finished sees what it did (S3's read-after-write consistency)."""
+    names = [bucket] if bucket is not None else None
+    _begin(names)
+    try:
+        yield
+    finally:
+        _end(names)
+
+
+def _begin(names: list[str] | None) -> None:
+    with _lock:
+        for name in names or ["*"]:
+            state = _buckets.setdefault(name, [0, 0])
+            state[0] += 1
+            state[1] += 1
+
+
+def _end(names: list[str] | None) -> None:
+    with _lock:
+        for name in names or ["*"]:
+            state = _buckets[name]
+            state[0] += 1
+            state[1] -= 1
 
 
 def _sorted_names(bucket: Any) -> list[str]:
     with _lock:
-        generation = _generation[0]
+        state = _buckets.setdefault(bucket.name, [0, 0])
+        every = _buckets.get("*", [0, 0])
+        generation = (state[0], every[0])
+        quiet = state[1] == 0 and every[1] == 0
         cached = _names.get(bucket.name)
-    if cached is not None and cached[0] == generation:
+    if quiet and cached is not None and cached[0] == generation:
         return cached[1]
     names = sorted(bucket.keys.keys())
     with _lock:
-        _names[bucket.name] = (generation, names)
+        state = _buckets[bucket.name]
+        every = _buckets.get("*", [0, 0])
+        if (state[0], every[0]) == generation and state[1] == 0 and every[1] == 0:
+            _names[bucket.name] = (generation, names)
     return names
 
 

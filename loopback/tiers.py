@@ -31,6 +31,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_plus
 
+from loopback.request import captured, error, respond, served, with_headers
+
 ARCHIVE_ACCESS_TIERS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
 
 
@@ -38,32 +40,6 @@ ARCHIVE_ACCESS_TIERS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
 class _Restore:
     ready_at: float
     days: int | None
-
-
-def _respond(
-    start_response: Callable,
-    status: str,
-    body: bytes = b"",
-    headers: Iterable[tuple[str, str]] = (),
-) -> list[bytes]:
-    start_response(
-        status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body))), *headers]
-    )
-    return [body]
-
-
-def _error(
-    start_response: Callable, status: str, code: str, message: str, head: bool = False
-) -> list[bytes]:
-    body = (
-        b""
-        if head
-        else (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{message}</Message></Error>"
-        ).encode()
-    )
-    return _respond(start_response, status, body)
 
 
 def _local(tag: str) -> str:
@@ -122,10 +98,14 @@ class ArchiveTiers:
             in request.headers.get("x-amz-optional-object-attributes", "").lower()
         ):
             return self._list(request, environ, start_response, app)
-        # DeleteObject or DeleteBucket; not a version, an upload or a subresource (?tagging,
-        # ?lifecycle, ...), which leave the object or bucket in place
-        if request.method == "DELETE" and request.service == "s3" and not request.query:
-            return self._delete(request, environ, start_response, app)
+        # DeleteBucket; not a subresource (?lifecycle, ...), which leaves the bucket in place
+        if (
+            request.method == "DELETE"
+            and request.service == "s3"
+            and not request.query
+            and not request.key
+        ):
+            return self._delete_bucket(request, environ, start_response, app)
         copy_source = request.headers.get("x-amz-copy-source")
         if request.method == "PUT" and copy_source:
             return self._copy(copy_source, start_response)
@@ -134,7 +114,7 @@ class ArchiveTiers:
         tier, restore, in_progress = self._state(request.bucket, request.key)
         head = request.method == "HEAD"
         if request.operation == "GetObject" and (tier or in_progress):
-            return _error(
+            return error(
                 start_response,
                 "403 Forbidden",
                 "InvalidObjectState",
@@ -148,24 +128,27 @@ class ArchiveTiers:
                 headers["x-amz-restore"] = 'ongoing-request="true"'
             elif restore is not None and restore.days is None:
                 headers["x-amz-restore"] = 'ongoing-request="false"'
-            return app(environ, _with_headers(start_response, headers))
+            return app(environ, with_headers(start_response, headers))
         return None
 
-    def _delete(
+    def forget(self, bucket: str, key: str | None = None) -> None:
+        """A deleted object, or bucket, takes its restore and archive tier with it."""
+        with self._lock:
+            for state in (self._restores, self._archived):
+                gone = (
+                    [(bucket, key)]
+                    if key is not None
+                    else [where for where in state if where[0] == bucket]
+                )
+                for where in gone:
+                    state.pop(where, None)
+
+    def _delete_bucket(
         self, request: Any, environ: dict, start_response: Callable, app: Callable
     ) -> Iterable[bytes]:
-        """A deleted object, or bucket, takes its restore and archive tier with it."""
-        answer, status = _served(app, environ, start_response)
+        answer, status = served(app, environ, start_response)
         if status.startswith("204"):
-            with self._lock:
-                for state in (self._restores, self._archived):
-                    gone = (
-                        [(request.bucket, request.key)]
-                        if request.key
-                        else [where for where in state if where[0] == request.bucket]
-                    )
-                    for where in gone:
-                        state.pop(where, None)
+            self.forget(request.bucket)
         return answer
 
     def _copy(self, copy_source: str, start_response: Callable) -> Iterable[bytes] | None:
@@ -176,7 +159,7 @@ class ArchiveTiers:
         bucket, _, key = source.partition("/")
         tier, _, in_progress = self._state(bucket, key)
         if tier or in_progress:
-            return _error(
+            return error(
                 start_response,
                 "403 Forbidden",
                 "InvalidObjectState",
@@ -195,10 +178,10 @@ class ArchiveTiers:
         refused, ready_at, archive_tier = self._admit(request.bucket, request.key, days, tier)
         if refused is not None:
             status, code, message = refused
-            return _error(start_response, f"{status} {HTTPStatus(status).phrase}", code, message)
+            return error(start_response, f"{status} {HTTPStatus(status).phrase}", code, message)
         if archive_tier:
-            return _respond(start_response, "202 Accepted")
-        answer, status = _served(app, environ, start_response)
+            return respond(start_response, "202 Accepted")
+        answer, status = served(app, environ, start_response)
         if status.startswith("202") and days is not None:
             with self._lock:
                 self._restores[(request.bucket, request.key)] = _Restore(ready_at, days)
@@ -275,17 +258,11 @@ class ArchiveTiers:
     def _list(
         self, request: Any, environ: dict, start_response: Callable, app: Callable
     ) -> Iterable[bytes]:
-        captured: dict[str, Any] = {}
-
-        def hold(status: str, headers: list, exc_info: Any = None) -> Callable:
-            captured["status"], captured["headers"] = status, headers
-            return lambda data: None
-
-        body = b"".join(app(environ, hold))
-        if captured["status"].startswith("200"):
+        status, headers, body = captured(app, environ)
+        if status.startswith("200"):
             body = self._add_restore_status(request.bucket, body)
-        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
-        start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
     def _add_restore_status(self, bucket: str, body: bytes) -> bytes:
@@ -327,25 +304,3 @@ def _parse_restore_request(body: bytes) -> tuple[int | None, str]:
         elif name == "Tier" and node.text:
             tier = node.text.strip()
     return days, tier
-
-
-def _served(app: Callable, environ: dict, start_response: Callable) -> tuple[list[bytes], str]:
-    """moto's answer to a request, and its status line."""
-    captured = [""]
-
-    def record(status: str, headers: list, exc_info: Any = None) -> Any:
-        captured[0] = status
-        return start_response(status, headers, exc_info)
-
-    answer = list(app(environ, record))
-    return answer, captured[0]
-
-
-def _with_headers(start_response: Callable, extra: dict[str, str]) -> Callable:
-    names = {k.lower() for k in extra}
-
-    def rewrite(status: str, headers: list, exc_info: Any = None) -> Any:
-        kept = [(k, v) for k, v in headers if k.lower() not in names]
-        return start_response(status, kept + list(extra.items()), exc_info)
-
-    return rewrite

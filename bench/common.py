@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -20,9 +21,58 @@ from loopback.net import LOOPBACK_CREDENTIALS, free_port
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+#: The dilation each family's benchmark uses on the S3 model by default: the largest ceiling
+#: it meets, divided by D, must leave the endpoint's CPU under half a core (docs/loopback.md).
+DILATION = {"restore": 10.0, "read": 40.0, "write": 40.0}
+
+
+def add_model_arguments(parser: Any, family: str) -> None:
+    """``--no-model`` and ``--dilation D``: every benchmark runs on the S3 model by default."""
+    parser.add_argument(
+        "--no-model",
+        action="store_true",
+        help="run on the bare endpoint (no latency, no ceilings): measures its CPU, not S3's",
+    )
+    parser.add_argument(
+        "--dilation",
+        type=float,
+        default=DILATION[family],
+        help=f"the S3 model's dilation (default {DILATION[family]:g} for this benchmark)",
+    )
+
+
+def model_of(args: Any) -> dict[str, Any]:
+    """``endpoint_process`` keyword arguments for the parsed model arguments."""
+    return {} if args.no_model else {"model": "s3", "dilation": args.dilation}
+
+
+def ceiling(kind: str, dilation: float) -> float:
+    """The model's ceiling of ``kind`` (read, write, restore), requests/s at ``dilation``."""
+    from loopback.model import READS_PER_SECOND, RESTORES_PER_SECOND, WRITES_PER_SECOND
+
+    return {
+        "read": READS_PER_SECOND,
+        "write": WRITES_PER_SECOND,
+        "restore": RESTORES_PER_SECOND,
+    }[kind] / dilation
+
+
+def throttled(seen: dict[str, int]) -> int:
+    """The answers that were 503 SlowDown, from a ``/_loopback/counts`` snapshot."""
+    return sum(v for k, v in seen.items() if k.startswith("SlowDown:"))
+
+
+def requests_sent(seen: dict[str, int]) -> int:
+    """Every request counted, throttled ones once (they are counted twice)."""
+    return sum(v for k, v in seen.items() if not k.startswith("SlowDown:"))
+
+
 @contextmanager
-def endpoint_process(own_cpu: bool = False, **durations: float) -> Iterator[str]:
-    """``python -m loopback serve`` in its own process (as a real endpoint would be).
+def endpoint_process(
+    own_cpu: bool = False, model: str | None = None, dilation: float = 10.0, **durations: float
+) -> Iterator[str]:
+    """``python -m loopback serve`` in its own process (as a real endpoint would be), with
+    S3's speed model when ``model="s3"``.
 
     ``own_cpu``: the endpoint gets the first CPU and this process (with everything it starts
     from now on: tools, Prefect's server) the others, as S3 runs on machines of its own.
@@ -30,6 +80,8 @@ def endpoint_process(own_cpu: bool = False, **durations: float) -> Iterator[str]
     """
     port = free_port()
     args = [sys.executable, "-m", "loopback", "serve", "--port", str(port)]
+    if model:
+        args += ["--model", model, "--dilation", str(dilation)]
     for tier, seconds in durations.items():
         args += [f"--{tier.lower()}-seconds", str(seconds)]
     endpoint_cpus, tool_cpus = split_cpus() if own_cpu else (None, None)

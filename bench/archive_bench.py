@@ -33,7 +33,15 @@ from pathlib import Path
 import boto3
 import yaml
 
-from bench.common import empty_prefix, endpoint_process, median, prefect_server_process, save
+from bench.common import (
+    add_model_arguments,
+    empty_prefix,
+    endpoint_process,
+    median,
+    model_of,
+    prefect_server_process,
+    save,
+)
 
 PROJECT, BATCH = "bench_project", "bench_batch"
 LIVE, COLD = "bench-live", "bench-cold"
@@ -181,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", default="1,2,4", help='several plates in parallel; "" skips')
     ap.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "cf-bench")
+    add_model_arguments(ap, "read")
     args = ap.parse_args(argv)
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -191,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"plate_mib": args.mib, "runs": args.runs, "results": {}}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        endpoint_process() as url,
+        endpoint_process(**model_of(args)) as url,
         prefect_server_process(Path(tmp) / "prefect"),
     ):
         s3 = boto3.client("s3")

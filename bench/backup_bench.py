@@ -28,11 +28,14 @@ from pathlib import Path
 import boto3
 
 from bench.common import (
+    add_model_arguments,
     bulk_put,
+    ceiling,
     counts,
     drop_bucket,
     endpoint_process,
     median,
+    model_of,
     prefect_server_process,
     reset_counts,
     save,
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objects", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--unchanged-repeats", type=int, default=3)
+    add_model_arguments(ap, "write")
     args = ap.parse_args(argv)
     tools = {"backup_bucket": coldflow_sync, "aws s3 sync": aws_sync}
     if shutil.which("rclone"):
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print("rclone not found (apt-get install rclone): skipped")
     rows: dict[str, list[dict]] = {name: [] for name in tools}
     with (
-        endpoint_process() as url,
+        endpoint_process(**model_of(args)) as url,
         tempfile.TemporaryDirectory() as tmp,
         prefect_server_process(Path(tmp) / "prefect"),
     ):
@@ -154,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
             "unchanged_requests_per_object": runs[-1]["unchanged_requests_per_object"],
             "runs": runs,
         }
+        if not args.no_model:
+            rate = report["results"][name]["first_objects_per_s"]
+            report["results"][name]["first_share_of_write_ceiling"] = round(
+                rate / ceiling("write", args.dilation), 3
+            )
+            report["results"][name]["first_s3_equivalent_per_s"] = round(rate * args.dilation, 1)
         summary = {k: v for k, v in report["results"][name].items() if k != "runs"}
         print(f"{name:<14} medians of {args.runs}: {summary}", flush=True)
     print(f"saved {save('backup', report)}")

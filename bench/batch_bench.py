@@ -21,11 +21,13 @@ from pathlib import Path
 import boto3
 
 from bench.common import (
+    add_model_arguments,
     bulk_put,
     counts,
     drop_bucket,
     endpoint_process,
     median,
+    model_of,
     prefect_server_process,
     reset_counts,
     save,
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=50_000)
     ap.add_argument("--runs", type=int, default=1)
+    add_model_arguments(ap, "restore")
     args = ap.parse_args(argv)
     n = args.objects
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"objects": n, "runs": args.runs, "flows": {}}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        endpoint_process() as url,
+        endpoint_process(**model_of(args)) as url,
         prefect_server_process(Path(tmp) / "prefect"),
     ):
         s3 = boto3.client("s3")

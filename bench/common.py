@@ -57,6 +57,40 @@ def ceiling(kind: str, dilation: float) -> float:
     }[kind] / dilation
 
 
+def cpu_seconds() -> float:
+    """CPU this process and its finished children used so far (user + system)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measured(url: str, run: Any, objects: int, kind: str, dilation: float | None) -> dict[str, Any]:
+    """Run ``run()`` once and report it as every benchmark does on the model: the rate, its
+    share of the ``kind`` ceiling at ``dilation`` (None: no model), throttled answers,
+    requests per object, client CPU per object and the S3-equivalent rate (rate x D)."""
+    reset_counts(url)
+    cpu, began = cpu_seconds(), time.monotonic()
+    run()
+    seconds = time.monotonic() - began
+    cpu = cpu_seconds() - cpu
+    seen = counts(url)
+    rate = objects / seconds
+    row: dict[str, Any] = {
+        "seconds": round(seconds, 2),
+        "per_second": round(rate, 1),
+        "requests_per_object": round(requests_sent(seen) / objects, 4),
+        "throttled": throttled(seen),
+        "client_cpu_ms_per_object": round(cpu * 1000 / objects, 3),
+        "requests": seen,
+    }
+    if dilation:
+        row["share_of_ceiling"] = round(rate / ceiling(kind, dilation), 3)
+        row["s3_equivalent_per_second"] = round(rate * dilation, 1)
+    return row
+
+
 def throttled(seen: dict[str, int]) -> int:
     """The answers that were 503 SlowDown, from a ``/_loopback/counts`` snapshot."""
     return sum(v for k, v in seen.items() if k.startswith("SlowDown:"))

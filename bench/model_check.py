@@ -2,12 +2,13 @@
 
     python -m bench.model_check [--dilation 10] [--seconds 20] [--kinds read,write,restore]
 
-For each ceiling, a client with more requests in flight than the ceiling needs (Little's law:
-ceiling x latency, doubled) sends HEADs (read), PUTs of 1 byte (write) or RestoreObject
-(restore) at an endpoint in a process of its own for ``--seconds``, and reports: requests
-accepted per second against the ceiling, the share throttled, the latency of accepted
-requests (median, p99) against the model's, and the endpoint's CPU (share of one core, from
-/proc). A run at a lower load (a quarter of the ceiling) checks the latency unthrottled.
+For each ceiling, a client with twice the requests in flight that Little's law asks for
+(ceiling x latency; after a SlowDown a thread waits one median latency) sends HEADs (read),
+PUTs of 1 byte (write) or RestoreObject (restore) at an endpoint in a process of its own for
+``--seconds``, and reports: requests accepted per second against the ceiling, the share
+throttled, the latency of accepted requests (median, p99) against the model's, and the
+endpoint's CPU (share of one core, from /proc). A run at a quarter of the ceiling checks the
+latency unthrottled.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def drive(url: str, kind: str, rate_share: float, seconds: float, in_flight: int
 
     def one(i: int) -> None:
         n = 0
+        time.sleep(i * (interval or 1.0 / target) / in_flight)  # staggered starts
         while time.monotonic() < stop:
             began = time.monotonic()
             try:
@@ -93,8 +95,13 @@ def drive(url: str, kind: str, rate_share: float, seconds: float, in_flight: int
                     latencies.append(took)
                     accepted[0] += 1
             except ClientError as exc:
-                if exc.response["Error"]["Code"] not in ("SlowDown", "RestoreAlreadyInProgress"):
+                if exc.response["Error"]["Code"] not in (
+                    "SlowDown",
+                    "503",
+                    "RestoreAlreadyInProgress",
+                ):
                     raise
+                time.sleep(SMALL.median * DILATION[0])  # a client that backs off a little
             n += 1
             if interval:
                 time.sleep(max(0.0, interval - (time.monotonic() - began)))
@@ -131,6 +138,9 @@ def main() -> None:
     ap.add_argument("--dilation", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--kinds", default="read,write,restore")
+    ap.add_argument(
+        "--out", default="model", help="the results file's name (bench/results/OUT-DATE.json)"
+    )
     args = ap.parse_args()
     DILATION[0] = args.dilation
     rows = []
@@ -157,7 +167,7 @@ def main() -> None:
                     f"{row['endpoint_cpu_cores']:.2f} core",
                     flush=True,
                 )
-    print("saved", save("model", {"model": model, "rows": rows}))
+    print("saved", save(args.out, {"model": model, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -31,14 +31,19 @@ import boto3
 import requests
 
 from bench.common import (
+    add_model_arguments,
     bulk_put,
+    ceiling,
     counts,
     drop_bucket,
     endpoint_process,
     median,
+    model_of,
     prefect_server_process,
+    requests_sent,
     reset_counts,
     save,
+    throttled,
 )
 from loopback.net import LOOPBACK_CREDENTIALS
 
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="give the endpoint a CPU of its own, the tools the others (S3 is not on our CPUs)",
     )
+    add_model_arguments(ap, "restore")
     args = ap.parse_args(argv)
     scenarios = args.scenarios.split(",")
     n = args.objects
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with (
         tempfile.TemporaryDirectory() as tmp,
-        endpoint_process(own_cpu=args.endpoint_cpu) as url,
+        endpoint_process(own_cpu=args.endpoint_cpu, **model_of(args)) as url,
         prefect_server_process(Path(tmp) / "prefect"),
     ):
         s3 = boto3.client("s3")
@@ -178,9 +184,14 @@ def main(argv: list[str] | None = None) -> int:
                 "median_seconds": round(seconds, 2),
                 "keys_per_s": round(n / seconds, 1),
                 "runs_keys_per_s": [round(n / r["seconds"], 1) for r in runs],
-                "requests_per_object": round(sum(made.values()) / n, 3),
+                "requests_per_object": round(requests_sent(made) / n, 3),
+                "throttled": throttled(made),
                 "requests": made,
             }
+            if not args.no_model:
+                row = report["scenarios"][sc][name]
+                row["share_of_ceiling"] = round(n / seconds / ceiling("restore", args.dilation), 3)
+                row["s3_equivalent_keys_per_s"] = round(n / seconds * args.dilation, 1)
 
         requests.post(f"{url}/_loopback/durations", params={"Standard": 5}, timeout=10)
         bucket = fresh_bucket("restore-bench-sensor")
@@ -202,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             row["restore_prefix_vs"] = round(ratio, 2)
             print(
                 f"{sc:<6} {name:<42} {row['keys_per_s']:>8.1f} keys/s (median of {args.runs})  "
-                f"{row['requests_per_object']:.3f} requests/object  restore_prefix {ratio:.2f}x"
+                f"{row['requests_per_object']:.3f} requests/object  restore_prefix {ratio:.2f}x  "
+                f"share of ceiling {row.get('share_of_ceiling', '-')}  "
+                f"throttled {row['throttled']}"
             )
     print(f"sensor: {report['sensor']}")
     print(f"saved {save('restore', report)}")

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import boto3
 
-from bench.common import empty_prefix, endpoint_process, median, prefect_server_process, save
+from bench.common import (
+    add_model_arguments,
+    empty_prefix,
+    endpoint_process,
+    median,
+    model_of,
+    prefect_server_process,
+    save,
+)
 
 MIB = 1024 * 1024
 VAULT, BUCKET = "bench-vault", "bench-thawed"
@@ -49,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
+    add_model_arguments(ap, "write")
     args = ap.parse_args(argv)
     results: dict[str, list[dict]] = {m: [] for m in MODES}
     with (
-        endpoint_process(),
+        endpoint_process(**model_of(args)),
         tempfile.TemporaryDirectory() as tmp,
         prefect_server_process(Path(tmp) / "prefect"),
     ):

@@ -29,7 +29,7 @@ READS_PER_SECOND = 5500.0
 WRITES_PER_SECOND = 3500.0
 RESTORES_PER_SECOND = 1000.0
 #: Seconds of a ceiling's rate a bucket may take at once.
-BURST_SECONDS = 0.1
+BURST_SECONDS = 0.5
 #: Bytes per second one connection moves each way, at D = 1.
 CONNECTION_BYTES_PER_SECOND = 90e6
 
@@ -67,7 +67,7 @@ PARAMETERS = (
     ),
     (
         "burst above a ceiling",
-        "0.1 s of the ceiling's rate (at least 1 request)",
+        "0.5 s of the ceiling's rate (at least 1 request)",
         "none published; S3 scales gradually and answers SlowDown meanwhile",
     ),
 )

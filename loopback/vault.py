@@ -18,7 +18,6 @@ from moto's store in this process:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -29,9 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.utils import calculate_tree_hash
+from loopback.treehash import aligned, leaves, tree_hash
 
-MIB = 1024 * 1024
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 _JOBS = re.compile(
@@ -51,40 +49,6 @@ class _Job:
     created: float
     archive_id: str | None = None
     description: str | None = None
-
-
-def tree_hash(data: bytes) -> str:
-    """The archive's tree hash as botocore computes it (independent of coldflow's own)."""
-    import io
-
-    return calculate_tree_hash(io.BytesIO(data))
-
-
-def _leaves(data: bytes) -> list[bytes]:
-    """The SHA-256 of every MiB, as Glacier keeps them to answer range checksums."""
-    view = memoryview(data)
-    return [hashlib.sha256(view[i : i + MIB]).digest() for i in range(0, len(data), MIB)]
-
-
-def _root(leaves: list[bytes]) -> str:
-    """The tree hash over a run of leaves (pairs hashed level by level, odd one up)."""
-    level = list(leaves) or [hashlib.sha256(b"").digest()]
-    while len(level) > 1:
-        level = [
-            hashlib.sha256(level[i] + level[i + 1]).digest() if i + 1 < len(level) else level[i]
-            for i in range(0, len(level), 2)
-        ]
-    return level[0].hex()
-
-
-def aligned(start: int, end: int, size: int) -> bool:
-    """Glacier returns a range's checksum only when the range is tree-hash aligned."""
-    if start % MIB:
-        return False
-    if end + 1 == size:
-        return True
-    mibs, rest = divmod(end + 1 - start, MIB)
-    return not rest and mibs & (mibs - 1) == 0 and (start // MIB) % mibs == 0
 
 
 def _iso(seconds: float) -> str:
@@ -171,7 +135,7 @@ class VaultJobs:
         with self._lock:
             found = self._leaf_cache.get((vault, archive_id))
         if found is None:
-            found = _leaves(body)
+            found = leaves(body)
             with self._lock:
                 self._leaf_cache[(vault, archive_id)] = found
         return found

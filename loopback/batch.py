@@ -30,49 +30,14 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from loopback.restxml import arn_bucket, control_error, ok, parse_xml, stamp, to_xml
 
 ACCOUNT_ID = "123456789012"
 TERMINAL = ("Complete", "Failed", "Cancelled")
 TIERS = {"BULK": "Bulk", "STANDARD": "Standard"}
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def parse_xml(node: ET.Element) -> Any:
-    """An XML request body as plain data (a ``member`` list becomes a list)."""
-    children = list(node)
-    if not children:
-        return node.text or ""
-    if all(_local(c.tag) == "member" for c in children):
-        return [parse_xml(c) for c in children]
-    return {_local(c.tag): parse_xml(c) for c in children}
-
-
-def to_xml(name: str, value: Any) -> str:
-    """Plain data as restXml (lists as ``member`` elements, booleans in lower case)."""
-    if isinstance(value, dict):
-        inner = "".join(to_xml(k, v) for k, v in value.items() if v is not None)
-    elif isinstance(value, list):
-        inner = "".join(to_xml("member", v) for v in value)
-    elif isinstance(value, bool):
-        inner = str(value).lower()
-    else:
-        inner = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return f"<{name}>{inner}</{name}>"
-
-
-def _stamp(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _arn_bucket(arn: str) -> str:
-    """``arn:aws:s3:::bucket`` → bucket."""
-    return arn.split(":::", 1)[-1]
 
 
 @dataclass
@@ -111,8 +76,8 @@ class Job:
             "StatusUpdateReason": self.reason or None,
             "FailureReasons": self.failures or None,
             "Report": req.get("Report"),
-            "CreationTime": _stamp(self.created),
-            "TerminationDate": _stamp(self.terminated),
+            "CreationTime": stamp(self.created),
+            "TerminationDate": stamp(self.terminated),
             "RoleArn": req.get("RoleArn"),
         }
 
@@ -195,7 +160,9 @@ class BatchJobs:
         statuses = parse_qs(environ.get("QUERY_STRING", "")).get("jobStatuses", [])
         parts = path.strip("/").split("/")[1:]  # after v20180820
         if environ.get("HTTP_X_AMZ_ACCOUNT_ID") != ACCOUNT_ID:
-            return _error(start_response, "403 Forbidden", "AccessDenied", "Unknown account id")
+            return control_error(
+                start_response, "403 Forbidden", "AccessDenied", "Unknown account id"
+            )
         if parts == ["jobs"] and method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
@@ -205,25 +172,25 @@ class BatchJobs:
         if len(parts) == 2 and parts[0] == "jobs" and method == "GET":
             job = self._jobs.get(parts[1])
             if job is None:
-                return _error(
+                return control_error(
                     start_response, "404 Not Found", "NoSuchJob", "The specified job does not exist"
                 )
-            return _ok(start_response, to_xml("DescribeJobResult", {"Job": job.describe()}))
+            return ok(start_response, to_xml("DescribeJobResult", {"Job": job.describe()}))
         if len(parts) == 3 and parts[2] == "status" and method == "POST":
             return self._update(parts[1], query, start_response)
-        return _error(
+        return control_error(
             start_response, "400 Bad Request", "InvalidRequest", f"unsupported: {method} {path}"
         )
 
     def _create(self, req: dict, start_response: Callable) -> Iterable[bytes]:
         token = req.get("ClientRequestToken", "")
         if not token or not req.get("RoleArn") or "Priority" not in req:
-            return _error(
+            return control_error(
                 start_response, "400 Bad Request", "InvalidRequest", "missing a required field"
             )
         operation = req.get("Operation", {})
         if "S3InitiateRestoreObject" not in operation:
-            return _error(
+            return control_error(
                 start_response,
                 "400 Bad Request",
                 "InvalidRequest",
@@ -231,7 +198,7 @@ class BatchJobs:
             )
         tier = operation["S3InitiateRestoreObject"].get("GlacierJobTier", "BULK")
         if tier not in TIERS:
-            return _error(
+            return control_error(
                 start_response, "400 Bad Request", "InvalidRequest", f"GlacierJobTier {tier}"
             )
         with self._lock:
@@ -243,11 +210,11 @@ class BatchJobs:
                 self.created.append(job.id)
                 fail = self._fail_next.pop(0) if self._fail_next else None
         if known is not None:
-            return _ok(start_response, to_xml("CreateJobResult", {"JobId": known}))
+            return ok(start_response, to_xml("CreateJobResult", {"JobId": known}))
         if req.get("ConfirmationRequired", "false") != "true":
             job.confirmed.set()
         threading.Thread(target=self._run, args=(job, fail), daemon=True).start()
-        return _ok(start_response, to_xml("CreateJobResult", {"JobId": job.id}))
+        return ok(start_response, to_xml("CreateJobResult", {"JobId": job.id}))
 
     def _list(self, statuses: list[str], query: dict, start_response: Callable) -> Iterable[bytes]:
         jobs = [j for j in self._jobs.values() if not statuses or j.status in statuses]
@@ -257,12 +224,12 @@ class BatchJobs:
         result: dict = {"Jobs": [j.listed() for j in page]}
         if start + size < len(jobs):
             result = {"NextToken": str(start + size), **result}
-        return _ok(start_response, to_xml("ListJobsResult", result))
+        return ok(start_response, to_xml("ListJobsResult", result))
 
     def _update(self, job_id: str, query: dict, start_response: Callable) -> Iterable[bytes]:
         job = self._jobs.get(job_id)
         if job is None:
-            return _error(
+            return control_error(
                 start_response, "404 Not Found", "NoSuchJob", "The specified job does not exist"
             )
         wanted = query.get("requestedJobStatus", "")
@@ -274,11 +241,11 @@ class BatchJobs:
         elif wanted == "Ready" and job.status == "Suspended":
             job.confirmed.set()
         else:
-            return _error(
+            return control_error(
                 start_response, "400 Bad Request", "JobStatusException", f"{job.status} → {wanted}"
             )
         result = {"JobId": job.id, "Status": job.status, "StatusUpdateReason": job.reason or None}
-        return _ok(start_response, to_xml("UpdateJobStatusResult", result))
+        return ok(start_response, to_xml("UpdateJobStatusResult", result))
 
     # -- running a job -------------------------------------------------------------------
 
@@ -360,7 +327,7 @@ class BatchJobs:
         report = job.request.get("Report") or {}
         if report.get("Enabled", "false") != "true":
             return
-        bucket = _arn_bucket(report["Bucket"])
+        bucket = arn_bucket(report["Bucket"])
         prefix = report.get("Prefix", "").strip("/")
         base = f"{prefix}/job-{job.id}" if prefix else f"job-{job.id}"
         scope = report.get("ReportScope", "AllTasks")
@@ -388,7 +355,7 @@ class BatchJobs:
             )
         manifest = {
             "Format": "Report_CSV_20180820",
-            "ReportCreationDate": _stamp(time.time()),
+            "ReportCreationDate": stamp(time.time()),
             "Results": files,
             "ReportSchema": "Bucket, Key, VersionId, TaskStatus, ErrorCode, HTTPStatusCode, "
             "ResultMessage",
@@ -407,22 +374,3 @@ class BatchJobs:
         job.failures = failures or []
         job.terminated = time.time()
         job.status = status
-
-
-def _ok(start_response: Callable, body: str) -> list[bytes]:
-    data = ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode()
-    start_response(
-        "200 OK", [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))]
-    )
-    return [data]
-
-
-def _error(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
-    body = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error><Code>{code}</Code>'
-        f"<Message>{message}</Message></Error><RequestId>loopback</RequestId></ErrorResponse>"
-    ).encode()
-    start_response(
-        status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
-    )
-    return [body]

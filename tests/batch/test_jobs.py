@@ -11,7 +11,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.serialize import create_serializer
 from botocore.stub import Stubber
 
-from loopback.batch import parse_xml
+from loopback.restxml import parse_xml
 from tasks.batch.jobs import client_token, job_request
 from tasks.batch.manifest import decode_key, encode_key
 from tasks.core.clients import _strip_account_host, is_custom_endpoint

@@ -112,7 +112,7 @@ def handle(
     request: Request, environ: dict, start_response: Callable, forget: Callable[[str, str], None]
 ) -> Iterable[bytes] | None:
     """DeleteObject, DeleteObjects and the Object Lock calls; None for anything else.
-    ``forget(bucket, key)`` is told of every key whose current version went away."""
+    ``forget(bucket, key)`` is told of every key a delete touched."""
     query, method = request.query, request.method
     if not _bucket_exists(request.bucket):
         return None
@@ -132,8 +132,7 @@ def handle(
             return error(
                 start_response, f"{outcome.status} {outcome.code}", outcome.code, outcome.message
             )
-        if outcome.version_id is None:
-            forget(request.bucket, request.key)
+        forget(request.bucket, request.key)
         headers = []
         if outcome.marker_version:
             headers = [("x-amz-delete-marker", "true")]
@@ -179,7 +178,7 @@ def _delete_many(
             fields.get("ETag"),
             _bypass(request),
         )
-        if not outcome.code and outcome.version_id is None:
+        if not outcome.code:
             forget(request.bucket, outcome.key)
         rows.append(_row(outcome, quiet))
     body = (

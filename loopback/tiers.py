@@ -12,14 +12,15 @@ in front of moto, behaves as S3 does:
   without; once restored it reads normally;
 - ``expedited_unavailable`` makes Expedited requests fail with
   ``GlacierExpeditedRetrievalNotAvailable`` (503);
-- ``ListObjectsV2`` with ``x-amz-optional-object-attributes: RestoreStatus`` gets
-  ``RestoreStatus`` for every object a restore was requested for.
+- ``ListObjectsV2`` and ``ListObjectVersions`` with ``x-amz-optional-object-attributes:
+  RestoreStatus`` get ``RestoreStatus`` for every object (version) a restore was requested for;
+- a restore, GET or HEAD with ``versionId`` is about that version (moto restores the latest),
+  one without about the current version; restores are kept per version, as S3 keeps them.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import re
 import threading
 import time
@@ -31,7 +32,16 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_plus
 
-from loopback.request import captured, error, respond, served, with_headers
+from loopback.request import (
+    ACCOUNT,
+    captured,
+    error,
+    read_body,
+    respond,
+    served,
+    with_headers,
+)
+from loopback.restxml import local
 
 ARCHIVE_ACCESS_TIERS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
 
@@ -42,19 +52,27 @@ class _Restore:
     days: int | None
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+def _stored(bucket: str, key: str, version_id: str | None = None) -> Any:
+    """moto's object (a version of it, or the current one), or None."""
+    from moto.s3.exceptions import MissingBucket
+    from moto.s3.models import s3_backends
+
+    try:
+        return s3_backends[ACCOUNT]["aws"].get_object(bucket, key, version_id=version_id)
+    except MissingBucket:
+        return None
 
 
 class ArchiveTiers:
-    """Restore timing and archive-tier behaviour, keyed by (bucket, key)."""
+    """Restore timing and archive-tier behaviour, keyed by (bucket, key) and then, for
+    restores, by version id ("null" where the bucket was never versioned)."""
 
     def __init__(self) -> None:
         self.durations: dict[str, float] = {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}
         self.expedited_unavailable = False
         #: Every RestoreObject seen: (bucket, key, Days or None, Tier), in order.
         self.requests: list[tuple[str, str, int | None, str]] = []
-        self._restores: dict[tuple[str, str], _Restore] = {}
+        self._restores: dict[tuple[str, str], dict[str, _Restore]] = {}
         self._archived: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
@@ -73,10 +91,18 @@ class ArchiveTiers:
         with self._lock:
             self._archived[(bucket, key)] = tier
 
-    def _state(self, bucket: str, key: str) -> tuple[str | None, _Restore | None, bool]:
-        """(archive tier, restore, in progress) of a key, with finished IT restores applied."""
+    def _state(
+        self, bucket: str, key: str, version_id: str | None = None
+    ) -> tuple[str | None, _Restore | None, bool]:
+        """(archive tier, restore, in progress) of a version of a key (the current one when
+        ``version_id`` is None), with finished Intelligent-Tiering restores applied."""
         with self._lock:
-            restore = self._restores.get((bucket, key))
+            versions = self._restores.get((bucket, key))
+        if versions and version_id is None:
+            current = _stored(bucket, key)
+            version_id = current.version_id if current is not None else None
+        with self._lock:
+            restore = versions.get(version_id) if versions and version_id else None
             in_progress = restore is not None and time.time() < restore.ready_at
             tier = self._archived.get((bucket, key))
             if tier and restore is not None and not in_progress:
@@ -111,7 +137,9 @@ class ArchiveTiers:
             return self._copy(copy_source, start_response)
         if request.operation not in {"GetObject", "HeadObject"}:
             return None
-        tier, restore, in_progress = self._state(request.bucket, request.key)
+        tier, restore, in_progress = self._state(
+            request.bucket, request.key, request.param("versionId")
+        )
         head = request.method == "HEAD"
         if request.operation == "GetObject" and (tier or in_progress):
             return error(
@@ -132,16 +160,27 @@ class ArchiveTiers:
         return None
 
     def forget(self, bucket: str, key: str | None = None) -> None:
-        """A deleted object, or bucket, takes its restore and archive tier with it."""
+        """A deleted bucket takes every restore and archive tier in it along; a delete in it
+        takes those of the versions of ``key`` that are gone (a delete marker leaves the
+        versions it hides, and their restores, in place, as on S3)."""
+        if key is None:
+            with self._lock:
+                for state in (self._restores, self._archived):
+                    for where in [where for where in state if where[0] == bucket]:
+                        state.pop(where, None)
+            return
         with self._lock:
-            for state in (self._restores, self._archived):
-                gone = (
-                    [(bucket, key)]
-                    if key is not None
-                    else [where for where in state if where[0] == bucket]
-                )
-                for where in gone:
-                    state.pop(where, None)
+            versions = list(self._restores.get((bucket, key), ()))
+        gone = [v for v in versions if _stored(bucket, key, v) is None]
+        current = _stored(bucket, key)
+        with self._lock:
+            kept = self._restores.get((bucket, key), {})
+            for version_id in gone:
+                kept.pop(version_id, None)
+            if not kept:
+                self._restores.pop((bucket, key), None)
+            if current is None:
+                self._archived.pop((bucket, key), None)
 
     def _delete_bucket(
         self, request: Any, environ: dict, start_response: Callable, app: Callable
@@ -171,31 +210,25 @@ class ArchiveTiers:
     def _restore(
         self, request: Any, environ: dict, start_response: Callable, app: Callable
     ) -> Iterable[bytes]:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
-        days, tier = _parse_restore_request(body)
-        refused, ready_at, archive_tier = self._admit(request.bucket, request.key, days, tier)
-        if refused is not None:
-            status, code, message = refused
-            return error(start_response, f"{status} {HTTPStatus(status).phrase}", code, message)
-        if archive_tier:
-            return respond(start_response, "202 Accepted")
-        answer, status = served(app, environ, start_response)
-        if status.startswith("202") and days is not None:
-            with self._lock:
-                self._restores[(request.bucket, request.key)] = _Restore(ready_at, days)
-        return answer
+        """RestoreObject, answered here for every version (moto's restores the latest)."""
+        days, tier = _parse_restore_request(read_body(environ))
+        status, code, message = self.restore(
+            request.bucket, request.key, days, tier, request.param("versionId")
+        )
+        line = f"{status} {HTTPStatus(status).phrase}"
+        if code:
+            return error(start_response, line, code, message)
+        return respond(start_response, line)
 
     def _admit(
-        self, bucket: str, key: str, days: int | None, tier: str
+        self, bucket: str, key: str, days: int | None, tier: str, version_id: str
     ) -> tuple[tuple[int, str, str] | None, float, str | None]:
         """What S3 checks before any restore, for requests and Batch Operations tasks alike:
         (refusal as (HTTP status, code, message) or None, when it will be ready, the
         Intelligent-Tiering archive tier). An archive-tier restore is recorded here."""
         with self._lock:
             self.requests.append((bucket, key, days, tier))
-        archive_tier, _, in_progress = self._state(bucket, key)
+        archive_tier, _, in_progress = self._state(bucket, key, version_id)
         if tier == "Expedited" and self.expedited_unavailable:
             return (
                 (
@@ -219,40 +252,47 @@ class ArchiveTiers:
                     "Days is not allowed for INTELLIGENT_TIERING archive tiers",
                 )
                 return refusal, ready_at, archive_tier
-            with self._lock:
-                self._restores[(bucket, key)] = _Restore(ready_at, None)
+            self._record(bucket, key, version_id, _Restore(ready_at, None))
         return None, ready_at, archive_tier
 
-    def restore(self, bucket: str, key: str, days: int | None, tier: str) -> tuple[int, str, str]:
-        """Restore an object straight in the store, as a RestoreObject request would (what a
-        Batch Operations job does for each task): (HTTP status, error code, message)."""
-        from moto.s3.exceptions import InvalidObjectState, MissingBucket, MissingKey
-        from moto.s3.models import s3_backends
+    def _record(self, bucket: str, key: str, version_id: str, restore: _Restore) -> None:
+        with self._lock:
+            self._restores.setdefault((bucket, key), {})[version_id] = restore
 
-        refused, ready_at, archive_tier = self._admit(bucket, key, days, tier)
+    def restore(
+        self, bucket: str, key: str, days: int | None, tier: str, version_id: str | None = None
+    ) -> tuple[int, str, str]:
+        """Restore a version of an object (the current one by default) in the store, for a
+        RestoreObject request and for each task of a Batch Operations job alike:
+        (HTTP status, error code or "", message)."""
+        from moto.s3.models import ARCHIVE_STORAGE_CLASSES, s3_backends
+
+        if not s3_backends[ACCOUNT]["aws"].buckets.get(bucket):
+            return 404, "NoSuchBucket", "The specified bucket does not exist"
+        stored = _stored(bucket, key, version_id)
+        if stored is None:
+            if version_id is not None:
+                return 404, "NoSuchVersion", "The specified version does not exist."
+            return 404, "NoSuchKey", "The specified key does not exist."
+        version_id = stored.version_id
+        refused, ready_at, archive_tier = self._admit(bucket, key, days, tier, version_id)
         if refused is not None:
             return refused
         if archive_tier:
             return 202, "", ""
-        if days is None:
-            return 400, "InvalidArgument", "Days is required for this storage class"
-        backend = s3_backends["123456789012"]["aws"]
-        try:
-            already = backend.restore_object(bucket, key, str(days), None)
-        except MissingKey:
-            return 404, "NoSuchKey", "The specified key does not exist."
-        except MissingBucket:
-            return 404, "NoSuchBucket", "The specified bucket does not exist"
-        except InvalidObjectState:
+        if stored.storage_class not in ARCHIVE_STORAGE_CLASSES:
             return (
                 403,
                 "InvalidObjectState",
                 "The operation is not valid for the object's storage class",
             )
+        if days is None:
+            return 400, "InvalidArgument", "Days is required for this storage class"
+        already = stored.expiry_date is not None
+        stored.restore(days)
         if already:
             return 200, "", ""
-        with self._lock:
-            self._restores[(bucket, key)] = _Restore(ready_at, days)
+        self._record(bucket, key, version_id, _Restore(ready_at, days))
         return 202, "", ""
 
     def _list(
@@ -270,13 +310,15 @@ class ArchiveTiers:
         url_encoded = "<EncodingType>url</EncodingType>" in text
 
         def add(match: re.Match) -> str:
-            contents = match.group(0)
+            contents, element = match.group(0), match.group(1)
             raw = re.search(r"<Key>(.*?)</Key>", contents, re.S)
             if raw is None:
                 return contents
             key = html.unescape(raw.group(1))
             key = unquote_plus(key) if url_encoded else key
-            _, restore, in_progress = self._state(bucket, key)
+            version = re.search(r"<VersionId>(.*?)</VersionId>", contents, re.S)
+            version_id = html.unescape(version.group(1)) if version else None
+            _, restore, in_progress = self._state(bucket, key, version_id)
             if restore is None:
                 return contents
             status = f"<IsRestoreInProgress>{str(in_progress).lower()}</IsRestoreInProgress>"
@@ -286,10 +328,10 @@ class ArchiveTiers:
                 )
                 status += f"<RestoreExpiryDate>{expiry:%Y-%m-%dT%H:%M:%S.000Z}</RestoreExpiryDate>"
             return contents.replace(
-                "</Contents>", f"<RestoreStatus>{status}</RestoreStatus></Contents>"
+                f"</{element}>", f"<RestoreStatus>{status}</RestoreStatus></{element}>"
             )
 
-        return re.sub(r"<Contents>.*?</Contents>", add, text, flags=re.S).encode()
+        return re.sub(r"<(Contents|Version)>.*?</\1>", add, text, flags=re.S).encode()
 
 
 def _parse_restore_request(body: bytes) -> tuple[int | None, str]:
@@ -298,7 +340,7 @@ def _parse_restore_request(body: bytes) -> tuple[int | None, str]:
     if not body:
         return days, tier
     for node in ET.fromstring(body).iter():
-        name = _local(node.tag)
+        name = local(node.tag)
         if name == "Days" and node.text:
             days = int(node.text)
         elif name == "Tier" and node.text:

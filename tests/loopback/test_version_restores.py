@@ -29,9 +29,10 @@ def test_a_restore_of_an_older_version_restores_that_version_only(s3, loopback, 
     answer = s3.restore_object(Bucket=BUCKET, Key="k", VersionId=old, RestoreRequest={"Days": 1})
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
     assert s3.get_object(Bucket=BUCKET, Key="k", VersionId=old)["Body"].read() == b"old"
-    assert 'ongoing-request="false"' in s3.head_object(Bucket=BUCKET, Key="k", VersionId=old)[
-        "Restore"
-    ]
+    assert (
+        'ongoing-request="false"'
+        in s3.head_object(Bucket=BUCKET, Key="k", VersionId=old)["Restore"]
+    )
     with pytest.raises(ClientError) as current:
         s3.get_object(Bucket=BUCKET, Key="k")  # the current version is still archived
     assert current.value.response["Error"]["Code"] == "InvalidObjectState"

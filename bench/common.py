@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: The dilation each family's benchmark uses on the S3 model by default: the largest ceiling
 #: it meets, divided by D, must leave the endpoint's CPU under half a core (docs/loopback.md).
-DILATION = {"restore": 10.0, "read": 40.0, "write": 40.0}
+DILATION = {"restore": 10.0, "read": 80.0, "write": 80.0}
 
 
 def add_model_arguments(parser: Any, family: str) -> None:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 #: The ceilings at D = 1, requests per second.
@@ -84,6 +85,10 @@ class Latency:
     @property
     def sigma(self) -> float:
         return math.log(self.p99 / self.median) / 2.3263  # z of the 99th percentile
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the distribution (seconds, at D = 1; below the cap)."""
+        return min(self.cap, self.median * math.exp(NormalDist().inv_cdf(q) * self.sigma))
 
     def draw(self, rng: random.Random) -> float:
         return min(self.cap, self.median * math.exp(rng.gauss(0.0, self.sigma)))

@@ -48,6 +48,10 @@ def test_latency_draws_hold_the_stated_median_and_p99(shape):
     draws = sorted(shape.draw(rng) for _ in range(40_000))
     assert statistics.median(draws) == pytest.approx(shape.median, rel=0.03)
     assert draws[int(len(draws) * 0.99)] == pytest.approx(shape.p99, rel=0.05)
+    # the quantiles the model check compares a measured distribution with
+    assert shape.quantile(0.5) == pytest.approx(shape.median)
+    assert shape.quantile(0.99) == pytest.approx(shape.p99, rel=1e-3)
+    assert draws[int(len(draws) * 0.9)] == pytest.approx(shape.quantile(0.9), rel=0.03)
 
 
 def test_dilation_scales_latency_and_divides_ceilings():

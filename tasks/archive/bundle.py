@@ -19,7 +19,7 @@ from tasks.archive.listing import PlateListing, bundle_totals
 from tasks.archive.progress import BundleProgress, counted
 from tasks.archive.staging import staged_ahead
 from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead
-from tasks.core.errors import ArchiveVerificationError
+from tasks.archive.verify import check_tarball
 from tasks.core.s3 import MIB, abort_incomplete_uploads, part_size_for, put_text, upload_path
 from tasks.formats.checksums import HashingWriter, MultipartHasher
 from tasks.formats.listing import read_entries, sort_file, write_lines
@@ -83,12 +83,14 @@ def reserve_for(work: PlateWork, listing: PlateListing) -> int:
 
 
 def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
-    """Tar one bundle's objects, upload the tarball and check the remote ETag.
+    """Tar one bundle's objects, upload the tarball and check it against S3's checksum.
 
-    The tarball's MD5 and multipart ETag are computed as it is written, with the
-    part size the upload then uses; its tar listing is read back from the
-    compressed bytes. Writes the ``.md5`` and ``.etag`` sidecars only once the
-    remote ETag equals the local one. Staged: objects are downloaded to scratch,
+    The tarball's MD5, multipart ETag and full-object CRC64NVME are computed as it is
+    written, with the part size the upload then uses; the CRC64NVME goes up with the upload
+    (S3 refuses bytes that don't match it) and is compared with S3's afterwards, the ETag too
+    where it is an MD5 (:func:`tasks.archive.verify.check_tarball`); its tar listing is read
+    back from the compressed bytes. Writes the ``.md5`` and ``.etag`` (S3's, whatever it is)
+    sidecars only once the tarball is verified. Staged: objects are downloaded to scratch,
     tarred to a file, which is uploaded. Streaming: objects are read from S3
     into the tar stream, which goes straight into a multipart upload.
     """
@@ -103,13 +105,9 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     aborted = abort_incomplete_uploads(s.client, s.cold_bucket, key)
     build = _stream_bundle if s.streaming else _staged_bundle
     moving = BundleProgress(s.progress_key, work.tag, nbytes)
-    hasher, remote, seconds = build(work, bundle, key, part_size, listing, moving)
+    hasher, seconds = build(work, bundle, key, part_size, listing, moving)
     sort_file(listing)
-    if remote != hasher.etag:
-        raise ArchiveVerificationError(
-            f"s3://{s.cold_bucket}/{key}: remote ETag {remote} differs from the local "
-            f"{hasher.etag} ({hasher.size:,} bytes, {part_size // MIB} MiB parts)"
-        )
+    remote = check_tarball(s.client, s.cold_bucket, key, hasher, part_size)
     put_text(s.client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
     put_text(s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
     moving.finish()
@@ -125,7 +123,7 @@ def _staged_bundle(
     part_size: int,
     listing: Path,
     moving: BundleProgress,
-) -> tuple[MultipartHasher, str, dict[str, float]]:
+) -> tuple[MultipartHasher, dict[str, float]]:
     s = work.settings
     client, where = s.client, work.where
     seconds: dict[str, float] = {}
@@ -171,7 +169,7 @@ def _staged_bundle(
     t = time.monotonic()
     with ThreadPoolExecutor(1, thread_name_prefix="read-back") as pool:
         reading = pool.submit(read_back)
-        remote = upload_path(
+        upload_path(
             client,
             tar_path,
             s.cold_bucket,
@@ -180,11 +178,12 @@ def _staged_bundle(
             concurrency=min(s.transfer_concurrency, UPLOAD_PARTS_IN_FLIGHT),
             progress=moving.stage(1 / 3, tar_path.stat().st_size),
             StorageClass=s.storage_class,
+            ChecksumCRC64NVME=out.hasher.crc64nvme,  # a FULL_OBJECT checksum, checked by S3
         )
         seconds["upload"] = time.monotonic() - t
         seconds["read_back"] = reading.result()
     tar_path.unlink()
-    return out.hasher, remote, seconds
+    return out.hasher, seconds
 
 
 def _stream_bundle(
@@ -194,7 +193,7 @@ def _stream_bundle(
     part_size: int,
     listing: Path,
     moving: BundleProgress,
-) -> tuple[MultipartHasher, str, dict[str, float]]:
+) -> tuple[MultipartHasher, dict[str, float]]:
     s = work.settings
     t = time.monotonic()
     upload = MultipartWriter(
@@ -221,10 +220,10 @@ def _stream_bundle(
     try:
         write_tarball(members, out, s.compression, s.compression_level, s.compression_threads)
         tee.close_listing()
-        remote = upload.complete()
+        upload.complete(out.hasher.crc64nvme)
     except BaseException:
         upload.abort()
         if not tee.pipe.closed:
             tee.pipe.close()
         raise
-    return out.hasher, remote, {"stream": time.monotonic() - t}
+    return out.hasher, {"stream": time.monotonic() - t}

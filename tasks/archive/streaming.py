@@ -116,8 +116,11 @@ def _streamer(client: Any, bucket: str, entry: ObjectEntry) -> Callable:
 class MultipartWriter:
     """Bytes written here are uploaded as ``part_size`` parts, a few in flight at a time.
 
-    ``complete()`` returns the ETag S3 gives the object. Below one part it falls back to
-    a single PUT, matching :class:`tasks.checksums.MultipartHasher`'s rule.
+    ``complete(checksum)`` returns the ETag S3 gives the object. Below one part it falls
+    back to a single PUT, matching :class:`tasks.checksums.MultipartHasher`'s rule. Every
+    request carries a CRC64NVME: each part its own (botocore computes it), the upload the
+    whole object's FULL_OBJECT value given to ``complete``, which S3 checks against the
+    parts' before it completes the upload.
     """
 
     def __init__(
@@ -146,7 +149,11 @@ class MultipartWriter:
     def _send(self, chunk: bytes) -> None:
         if self.upload_id is None:
             self.upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, **self.extra
+                Bucket=self.bucket,
+                Key=self.key,
+                ChecksumAlgorithm="CRC64NVME",
+                ChecksumType="FULL_OBJECT",
+                **self.extra,
             )["UploadId"]
         number = len(self.parts) + 1
         self.slots.acquire()
@@ -160,18 +167,28 @@ class MultipartWriter:
                         UploadId=self.upload_id,
                         PartNumber=number,
                         Body=chunk,
+                        ChecksumAlgorithm="CRC64NVME",
                     )
-                return {"PartNumber": number, "ETag": response["ETag"]}
+                return {
+                    "PartNumber": number,
+                    "ETag": response["ETag"],
+                    "ChecksumCRC64NVME": response["ChecksumCRC64NVME"],
+                }
             finally:
                 self.slots.release()
 
         self.parts.append(self.pool.submit(upload))
 
-    def complete(self) -> str:
+    def complete(self, checksum: str) -> str:
+        """Finish the upload; ``checksum`` is the whole object's CRC64NVME (base64)."""
         try:
             if self.upload_id is None:  # smaller than one part: one PUT
                 response = self.client.put_object(
-                    Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=bytes(self.buffer),
+                    ChecksumCRC64NVME=checksum,
+                    **self.extra,
                 )
                 return strip_etag(response["ETag"])
             if self.buffer:
@@ -183,6 +200,8 @@ class MultipartWriter:
                 Key=self.key,
                 UploadId=self.upload_id,
                 MultipartUpload={"Parts": parts},
+                ChecksumCRC64NVME=checksum,
+                ChecksumType="FULL_OBJECT",
             )
             return strip_etag(response["ETag"])
         finally:

@@ -7,9 +7,21 @@ import filecmp
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.core.errors import ArchiveVerificationError, sample
-from tasks.core.s3 import download, get_text, head, part_size_for, put_text, strip_etag, upload_path
+from tasks.core.integrity import check_stored
+from tasks.core.s3 import (
+    MIB,
+    download,
+    get_text,
+    head,
+    part_size_for,
+    put_text,
+    strip_etag,
+    upload_path,
+)
+from tasks.formats.checksums import MultipartHasher
 from tasks.formats.listing import (
     ObjectEntry,
     is_placeholder,
@@ -38,6 +50,23 @@ def diff_sorted_lines(a: Path, b: Path, limit: int = 5) -> tuple[list[str], list
             else:
                 la, lb = fa.readline(), fb.readline()
     return only_a, only_b
+
+
+def check_tarball(
+    client: Any, bucket: str, key: str, local: MultipartHasher, part_size: int
+) -> str:
+    """Check an uploaded tarball against what was built (:func:`tasks.core.integrity.
+    check_stored`: S3's full-object CRC64NVME, and its ETag where that is an MD5); returns
+    S3's ETag."""
+    return check_stored(
+        client,
+        bucket,
+        key,
+        size=local.size,
+        crc64nvme=local.crc64nvme,
+        etag=local.etag,
+        note=f" ({local.size:,} bytes, {part_size // MIB} MiB parts)",
+    )
 
 
 def delete_script(work: PlateWork) -> str:

@@ -51,8 +51,11 @@ __all__ = [
     "check_bucket",
     "download",
     "download_if_exists",
+    "etag_is_md5",
+    "full_object_crc64nvme",
     "get_text",
     "head",
+    "head_checked",
     "iter_objects",
     "part_size_for",
     "put_text",
@@ -113,6 +116,30 @@ def head(client: Any, bucket: str, key: str) -> dict | None:
 
 def strip_etag(etag: str) -> str:
     return etag.strip().strip('"')
+
+
+def etag_is_md5(found: dict) -> bool:
+    """Whether S3's ETag of an object (from a HEAD) is an MD5 digest of its bytes: only for
+    plaintext and SSE-S3 objects (AWS's *Object* reference: SSE-C, SSE-KMS and DSSE-KMS objects
+    get an ETag that is not). A multipart ETag is then the MD5 of the parts' MD5s."""
+    encryption = found.get("ServerSideEncryption")
+    return encryption in (None, "AES256") and not found.get("SSECustomerAlgorithm")
+
+
+def full_object_crc64nvme(found: dict) -> str | None:
+    """S3's CRC64NVME of a whole object from a checked HEAD (base64), or None where it stores
+    none or only a composite one (the checksum of the parts' checksums)."""
+    checksum = found.get("ChecksumCRC64NVME")
+    if checksum is None or found.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    return checksum
+
+
+def head_checked(client: Any, bucket: str, key: str) -> dict:
+    """HEAD an object with its checksum (``ChecksumMode=ENABLED``): S3's stored checksum and
+    its type are in the answer (``ChecksumCRC64NVME``, ``ChecksumType``)."""
+    with s3_errors(bucket, key):
+        return client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
 
 
 def get_text(client: Any, bucket: str, key: str) -> str | None:

@@ -1,12 +1,26 @@
-"""MD5 and S3 (multipart) ETags computed on the fly, as bytes pass by."""
+"""MD5, S3 (multipart) ETags and the full-object CRC64NVME computed on the fly, as bytes pass by.
+
+The ETag is an MD5 digest only for plaintext and SSE-S3 objects; S3's checksums hold under every
+kind of encryption, so a CRC64NVME of the whole object (S3's default algorithm, combined by S3
+from the parts of a multipart upload when its type is FULL_OBJECT) is what every upload of a
+tarball is checked by (awscrt computes it, as botocore does).
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from pathlib import Path
 from typing import BinaryIO
 
+from awscrt.checksums import crc64nvme
+
 from tasks.core.s3 import MIB
+
+
+def crc64nvme_text(value: int) -> str:
+    """A running CRC64NVME as S3 shows it (``ChecksumCRC64NVME``: 8 bytes big-endian, base64)."""
+    return base64.b64encode(value.to_bytes(8, "big")).decode()
 
 
 class MultipartHasher:
@@ -24,10 +38,12 @@ class MultipartHasher:
         self._part = hashlib.md5()
         self._part_fill = 0
         self._part_digests: list[bytes] = []
+        self._crc = 0
 
     def update(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         self._md5.update(view)
+        self._crc = crc64nvme(view, self._crc)
         self.size += len(view)
         while view:
             room = self.part_size - self._part_fill
@@ -42,6 +58,11 @@ class MultipartHasher:
     @property
     def md5(self) -> str:
         return self._md5.hexdigest()
+
+    @property
+    def crc64nvme(self) -> str:
+        """The full-object CRC64NVME as S3 shows it (``ChecksumCRC64NVME``, base64)."""
+        return crc64nvme_text(self._crc)
 
     @property
     def etag(self) -> str:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from awscrt.checksums import crc64nvme
+
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import (
     ArchiveVerificationError,
@@ -28,7 +30,17 @@ from tasks.core.errors import (
     s3_errors,
     sample,
 )
-from tasks.core.s3 import MIB, download, get_text, head, iter_objects, strip_etag
+from tasks.core.s3 import (
+    MIB,
+    download,
+    full_object_crc64nvme,
+    get_text,
+    head,
+    head_checked,
+    iter_objects,
+    strip_etag,
+)
+from tasks.formats.checksums import crc64nvme_text
 from tasks.formats.compression import decompressed_reader
 from tasks.formats.layout import PlateLayout
 from tasks.formats.listing import check_key, is_placeholder, listing_line, sort_file, write_lines
@@ -126,11 +138,12 @@ class _HashingReader:
     """Reads through to a file object, hashing what passes."""
 
     def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.md5, self.size = raw, hashlib.md5(), 0
+        self.raw, self.md5, self.size, self.crc = raw, hashlib.md5(), 0, 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.md5.update(data)
+        self.crc = crc64nvme(data, self.crc)
         self.size += len(data)
         return data
 
@@ -171,8 +184,10 @@ def scan_tarball(
     etag: str,
     expected_md5: str,
     dest: str,
+    expected_crc64nvme: str | None = None,
 ) -> tuple[int, int]:
-    """Pass 1: check every member and the tarball's MD5; returns (files, bytes)."""
+    """Pass 1: check every member, the tarball's MD5 and, where S3 stores one, its full-object
+    CRC64NVME; returns (files, bytes)."""
     compression = work.settings.compression
     files = nbytes = 0
     with open_tarball(work, key, local, etag) as raw:
@@ -186,6 +201,12 @@ def scan_tarball(
         raise ArchiveVerificationError(
             f"{work.tag}: {key} has MD5 {reader.md5.hexdigest()}, its .md5 sidecar says "
             f"{expected_md5}; nothing uploaded"
+        )
+    crc = crc64nvme_text(reader.crc)
+    if expected_crc64nvme is not None and crc != expected_crc64nvme:
+        raise ArchiveVerificationError(
+            f"{work.tag}: {key} read with CRC64NVME {crc}, S3 stores {expected_crc64nvme}; "
+            "nothing uploaded"
         )
     return files, nbytes
 
@@ -355,11 +376,16 @@ def download_tarball(work: PlateWork, key: str) -> Path:
     return download(s.client, s.cold_bucket, key, path)
 
 
-def check_remote_etag(work: PlateWork, key: str, expected: str) -> None:
-    """The tarball in the cold bucket is the one archived: its ETag equals the sidecar's."""
-    found = head(work.settings.client, work.settings.cold_bucket, key)
-    actual = strip_etag(found["ETag"]) if found else None
+def check_remote_etag(work: PlateWork, key: str, expected: str) -> str | None:
+    """The tarball in the cold bucket is the one archived: its ETag equals the sidecar's.
+
+    Returns S3's full-object CRC64NVME of it (None for archives uploaded without one, such as
+    the shell scripts'), which the bytes read must match too."""
+    s = work.settings
+    found = head_checked(s.client, s.cold_bucket, key)
+    actual = strip_etag(found["ETag"])
     if actual != expected:
         raise ArchiveVerificationError(
             f"{work.tag}: {key} has ETag {actual}, its .etag sidecar says {expected}"
         )
+    return full_object_crc64nvme(found)

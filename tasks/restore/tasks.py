@@ -109,13 +109,13 @@ def unpack_bundle(
 ) -> dict:
     """Check a tarball (ETag, every member, MD5), then upload its members to their keys."""
     key, etag = archived.tarballs[bundle], archived.etag[bundle]
-    plate_restore.check_remote_etag(work, key, etag)
+    crc = plate_restore.check_remote_etag(work, key, etag)
     local = None if streaming else plate_restore.download_tarball(work, key)
     dest = str(work.path("unpack"))
     index = plate_restore.LiveIndex(Path(index_path))
     try:
         files, nbytes = plate_restore.scan_tarball(
-            work, bundle, key, local, etag, archived.md5[bundle], dest
+            work, bundle, key, local, etag, archived.md5[bundle], dest, crc
         )
         count = plate_restore.upload_members(work, bundle, key, local, etag, index, dest)
     finally:

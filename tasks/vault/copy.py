@@ -4,7 +4,10 @@ The output is read in power-of-two MiB ranges aligned to the tree hash; each ran
 checked against the ``checksum`` Glacier returns for it and becomes one part of a
 multipart upload (so at most 10,000 parts). The range hashes combine into the archive's
 tree hash, which must equal the job's ``ArchiveSHA256TreeHash`` before the upload is
-completed: an archive whose bytes don't check out never appears in S3. The tree hash and
+completed: an archive whose bytes don't check out never appears in S3. The parts' CRC64NVMEs
+combine into the whole object's, sent with the upload (S3 checks it) and compared with what S3
+stores afterwards, the ETag too where it is an MD5 (:mod:`tasks.core.integrity`): a copy is
+verified the same way in an SSE-KMS bucket. The tree hash and
 archive id are stored on the S3 object (metadata), so a re-run can prove a copy without
 reading it again.
 """
@@ -15,12 +18,15 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from awscrt.checksums import combine_crc64nvme, crc64nvme
 from botocore.exceptions import ClientError
 
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import ArchiveVerificationError, ColdflowError, error_code, s3_errors
+from tasks.core.integrity import check_stored
 from tasks.core.retry import retry_stream
-from tasks.core.s3 import abort_incomplete_uploads, head, strip_etag
+from tasks.core.s3 import abort_incomplete_uploads, head
+from tasks.formats.checksums import crc64nvme_text
 from tasks.vault.jobs import EXPIRED_CODES
 from tasks.vault.treehash import chunk_size_for, combine, tree_hash
 
@@ -133,49 +139,85 @@ def copy_job_output(
             hashes.append(digest)
         _check_whole(archive_id, combine(hashes).hex() if size else tree_hash(b""), expected)
         with s3_errors(bucket, key):
-            answer = s3.put_object(Bucket=bucket, Key=key, Body=data, **extra)
-        return Copied(size, expected, strip_etag(answer["ETag"]), 1, aborted)
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ChecksumCRC64NVME=crc64nvme_text(crc64nvme(data)),
+                **extra,
+            )
+        remote = check_stored(
+            s3,
+            bucket,
+            key,
+            size=size,
+            crc64nvme=crc64nvme_text(crc64nvme(data)),
+            etag=hashlib.md5(data).hexdigest(),
+        )
+        return Copied(size, expected, remote, 1, aborted)
 
     with s3_errors(bucket, key):
-        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        upload_id = s3.create_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            ChecksumAlgorithm="CRC64NVME",
+            ChecksumType="FULL_OBJECT",
+            **extra,
+        )["UploadId"]
     try:
         hashes_by_part: dict[int, bytes] = {}
         md5s: dict[int, bytes] = {}
-        parts: dict[int, str] = {}
+        crcs: dict[int, tuple[int, int]] = {}  # index -> (CRC64NVME, length)
+        parts: dict[int, dict] = {}
 
         def move(item: tuple[int, int, int]) -> int:
             index, data, digest = fetch(item)
             with s3_errors(bucket, key):
                 answer = s3.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=index + 1, Body=data
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=index + 1,
+                    Body=data,
+                    ChecksumAlgorithm="CRC64NVME",
                 )
             hashes_by_part[index] = digest
             md5s[index] = hashlib.md5(data).digest()
-            parts[index] = answer["ETag"]
+            crcs[index] = crc64nvme(data), len(data)
+            parts[index] = {
+                "PartNumber": index + 1,
+                "ETag": answer["ETag"],
+                "ChecksumCRC64NVME": answer["ChecksumCRC64NVME"],
+            }
             return index
 
         for _ in bounded_map(move, ranges, workers=chunks_in_flight, in_flight=chunks_in_flight):
             pass
         order = sorted(parts)
         _check_whole(archive_id, combine(hashes_by_part[i] for i in order).hex(), expected)
+        whole = 0
+        for i in order:
+            whole = combine_crc64nvme(whole, *crcs[i])
         with s3_errors(bucket, key):
-            answer = s3.complete_multipart_upload(
+            s3.complete_multipart_upload(
                 Bucket=bucket,
                 Key=key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": parts[i]} for i in order]},
+                MultipartUpload={"Parts": [parts[i] for i in order]},
+                ChecksumCRC64NVME=crc64nvme_text(whole),
+                ChecksumType="FULL_OBJECT",
             )
     except BaseException:
         s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
-    local = f"{hashlib.md5(b''.join(md5s[i] for i in order)).hexdigest()}-{len(order)}"
-    remote = strip_etag(answer["ETag"])
-    stored = head(s3, bucket, key)
-    if remote != local or stored is None or int(stored["ContentLength"]) != size:
-        raise ArchiveVerificationError(
-            f"s3://{bucket}/{key}: stored ETag {remote} / size "
-            f"{stored and stored['ContentLength']} differ from the copied {local} / {size}"
-        )
+    remote = check_stored(
+        s3,
+        bucket,
+        key,
+        size=size,
+        crc64nvme=crc64nvme_text(whole),
+        etag=f"{hashlib.md5(b''.join(md5s[i] for i in order)).hexdigest()}-{len(order)}",
+    )
     return Copied(size, expected, remote, len(order), aborted)
 
 

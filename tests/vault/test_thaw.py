@@ -70,6 +70,32 @@ def test_thaws_into_s3_byte_identical_then_deletes(vault, s3, loopback):
     assert archive_ids(g) == set()  # the vault is empty
 
 
+def test_copies_into_a_kms_bucket_are_verified_by_their_checksum(vault, s3, loopback):
+    """Under SSE-KMS S3's ETag is not an MD5: the full-object CRC64NVME, combined from the parts'
+    and sent with the upload, is what S3 checks and the copy is compared with."""
+    from awscrt.checksums import crc64nvme
+
+    from tasks.formats.checksums import crc64nvme_text
+
+    _, upload = vault
+    s3.put_bucket_encryption(
+        Bucket=COLD,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+        },
+    )
+    bodies = {"one": b"a small archive", "two": body_of(20 * MIB + 5)}
+    ids = {upload(body): key for key, body in bodies.items()}
+    rows = thaw_vault_archives(VAULT, COLD, archives=ids, delete_archive=True, **FAST)
+    assert [r["status"] for r in rows] == ["thawed", "thawed"], rows
+    for key, body in bodies.items():
+        found = s3.head_object(Bucket=COLD, Key=key, ChecksumMode="ENABLED")
+        assert found["ServerSideEncryption"] == "aws:kms"
+        assert found["ETag"].strip('"').split("-")[0] != hashlib.md5(body).hexdigest()
+        assert found["ChecksumCRC64NVME"] == crc64nvme_text(crc64nvme(body))
+        assert found["ChecksumType"] == "FULL_OBJECT"
+
+
 def test_expedited_falls_back_to_standard_per_archive(vault, loopback):
     _, upload = vault
     a, b = upload(b"first"), upload(b"second")

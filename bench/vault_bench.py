@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import boto3
+from botocore.config import Config
 
 from bench.common import (
     add_model_arguments,
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory() as tmp,
         prefect_server_process(Path(tmp) / "prefect"),
     ):
-        glacier, s3 = boto3.client("glacier"), boto3.client("s3")
+        # one upload of the whole archive: on the model a connection moves 90 MB/s / dilation
+        slow = Config(read_timeout=3600, retries={"max_attempts": 1})
+        glacier, s3 = boto3.client("glacier", config=slow), boto3.client("s3")
         glacier.create_vault(vaultName=VAULT)
         s3.create_bucket(Bucket=BUCKET)
         body = archive_body(args.mib)

@@ -48,6 +48,11 @@ class Request:
         if self.method == "POST" and "delete" in q:
             return "DeleteObjects"
         if not self.key:
+            setting = next((BUCKET_SETTINGS[n] for n in q if n in BUCKET_SETTINGS), None)
+            if setting is not None:  # GET/PUT/DELETE ?versioning and the like
+                return {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}.get(
+                    self.method, self.method
+                ) + setting
             return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "CreateBucket"}.get(
                 self.method, self.method + "Bucket"
             )
@@ -64,6 +69,23 @@ class Request:
         """The first value of query parameter ``name``, or None."""
         values = self.query.get(name)
         return values[0] if values else None
+
+
+#: A bucket's settings by query sub-resource, named as the API's operations name them
+#: (``GetBucketVersioning``, ``PutObjectLockConfiguration``); listings stay ``ListObjects``.
+BUCKET_SETTINGS = {
+    "versioning": "BucketVersioning",
+    "encryption": "BucketEncryption",
+    "object-lock": "ObjectLockConfiguration",
+    "lifecycle": "BucketLifecycleConfiguration",
+    "tagging": "BucketTagging",
+    "policy": "BucketPolicy",
+    "location": "BucketLocation",
+    "acl": "BucketAcl",
+    "notification": "BucketNotificationConfiguration",
+    "ownershipControls": "BucketOwnershipControls",
+    "publicAccessBlock": "PublicAccessBlock",
+}
 
 
 def parse(environ: dict) -> Request:

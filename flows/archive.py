@@ -32,8 +32,15 @@ from tasks.archive import tasks as steps
 from tasks.archive.cost import estimate_archive
 from tasks.archive.progress import RunProgress
 from tasks.archive.results import PlateResult
+from tasks.core.bucket_facts import bucket_facts, facts_markdown
 from tasks.core.clients import s3_client
-from tasks.core.errors import EmptyPlateError, InputError, PlateFailedError, describe
+from tasks.core.errors import (
+    EmptyPlateError,
+    InputError,
+    PlateFailedError,
+    VersioningChoiceError,
+    describe,
+)
 from tasks.core.locks import plate_lock
 from tasks.core.memory import limit_malloc_arenas
 from tasks.core.retry import PLAIN
@@ -140,6 +147,18 @@ def _delete(work: PlateWork, recorded, result: PlateResult) -> None:
             result.as_dict(),
         )
     result.message += f"; {outcome.deleted} source objects deleted"
+    if outcome.markers:
+        result.message += (
+            f" (delete markers: {outcome.deleted_bytes:,} bytes stay billed as noncurrent "
+            "versions until a lifecycle rule expires them)"
+        )
+    elif outcome.versioned:
+        result.message += " (the archived versions, by VersionId)"
+    if outcome.noncurrent:
+        result.message += (
+            f"; {outcome.noncurrent} older versions ({outcome.noncurrent_bytes:,} bytes) were "
+            "there before and are kept"
+        )
 
 
 @task(name="measure-plates", **PLAIN)
@@ -179,6 +198,7 @@ def archive_plates(
     scratch_dir: str = DEFAULT_SCRATCH,
     storage_class: StorageClass = "DEEP_ARCHIVE",
     delete_source: bool = False,
+    versioned_delete: Literal["delete-marker", "purge"] | None = None,
     dry_run: bool = False,
     max_parallel_plates: Annotated[int, Field(ge=1, le=MAX_PARALLEL_PLATES)] = 2,
     compression: Literal["gzip", "zstd"] = "gzip",
@@ -206,6 +226,12 @@ def archive_plates(
         scratch_dir: Local folder for staging; needs about 2x a plate's size per plate in flight.
         storage_class: Storage class of the uploaded tarballs.
         delete_source: Delete the verified source objects after the archive is verified.
+        versioned_delete: Required with delete_source when the live bucket is versioned
+            (Enabled or Suspended): "delete-marker" deletes by key, as ``aws s3 rm`` does,
+            which only places delete markers (the archived bytes stay billed as noncurrent
+            versions until a lifecycle rule expires them); "purge" deletes exactly the
+            archived, verified versions by VersionId. Older versions are never deleted, nor
+            is a version under Object Lock.
         dry_run: Only list and size the plates; write nothing anywhere.
         max_parallel_plates: How many plates are archived at the same time.
         compression: gzip (.tar.gz, the established format) or zstd (.tar.zst).
@@ -254,6 +280,18 @@ def archive_plates(
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     check_bucket(client, cold_bucket)
+    found = [bucket_facts(client, bucket), bucket_facts(client, cold_bucket)]
+    for facts in found:
+        log.info("s3://%s: %s", facts.bucket, facts.as_row())
+    versioning = None if found[0].versioning == "off" else found[0].versioning
+    if delete_source and versioning is not None and versioned_delete is None:
+        raise VersioningChoiceError(
+            f"bucket {bucket!r} is versioned ({versioning}): deleting the sources needs "
+            "versioned_delete (--versioned-delete) 'delete-marker' (delete markers only; the "
+            "data stays billed as noncurrent versions) or 'purge' (the archived versions "
+            "deleted by VersionId)"
+        )
+    settings = replace(settings, bucket_versioning=versioning, versioned_delete=versioned_delete)
     log.info(
         "%d plates of %s/%s: s3://%s -> s3://%s (%s)%s",
         len(plates),
@@ -280,7 +318,9 @@ def archive_plates(
         markdown=cost.as_markdown(
             [{"plate": r["plate_id"], "bytes": r["bytes"], **r["estimate"]} for r in measured],
             storage_class,
-        ),
+        )
+        + "\n\n### The buckets\n\n"
+        + facts_markdown(found),
         description="What archiving these plates costs and saves, before anything is written",
     )
     if dry_run:

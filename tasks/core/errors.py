@@ -25,6 +25,10 @@ class InputError(ColdflowError, ValueError):
     """Bad input caught before anything was written."""
 
 
+class VersioningChoiceError(InputError):
+    """Deleting from a versioned bucket was asked without saying what deleting means there."""
+
+
 class PlatesFileError(InputError):
     """A plates.csv that can't be used as it is."""
 

@@ -36,6 +36,9 @@ class PlateSettings:
     part_size_mib: int = 8
     streaming: bool = False
     conditional_delete: bool = True
+    # the live bucket's versioning ("Enabled", "Suspended", None) and what deleting means there
+    bucket_versioning: str | None = None
+    versioned_delete: str | None = None  # "delete-marker" | "purge"
     credentials_block: str | None = None
     layout: Layout = field(default_factory=lambda: CELLPAINTING)
     progress_key: str | None = None  # the run's progress tracker (tasks/archive/progress.py)

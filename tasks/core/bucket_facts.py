@@ -1,0 +1,115 @@
+"""What a flow finds about a bucket before it acts: versioning, default encryption and its KMS
+key, Object Lock and its default retention, lifecycle rules. Read-only calls; an answer the
+caller may not read (AccessDenied) is "unknown", never a failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tasks.core.errors import error_code, http_status
+
+__all__ = ["BucketFacts", "bucket_facts", "facts_markdown"]
+
+UNKNOWN = "unknown"
+#: Error codes that mean "this bucket has no such configuration".
+NOT_CONFIGURED = frozenset(
+    {
+        "ServerSideEncryptionConfigurationNotFoundError",
+        "ObjectLockConfigurationNotFoundError",
+        "NoSuchLifecycleConfiguration",
+    }
+)
+
+
+@dataclass(frozen=True)
+class BucketFacts:
+    """One bucket's settings that change what a flow's writes and deletes do."""
+
+    bucket: str
+    versioning: str  # Enabled, Suspended, off, unknown
+    encryption: str  # aws:kms, aws:kms:dsse, AES256, unknown
+    kms_key: str  # the default KMS key, "" where none
+    object_lock: str  # off, on, on (COMPLIANCE 30 days), unknown
+    lifecycle: str  # "none", a summary of the enabled rules, unknown
+
+    def as_row(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _ask(call: Callable[[], dict]) -> dict | None:
+    """The answer, {} where the bucket has no such configuration, None where it is unknown."""
+    try:
+        return call()
+    except ClientError as exc:
+        if error_code(exc) in NOT_CONFIGURED:
+            return {}
+        if http_status(exc) in (403, 501) or error_code(exc) in ("AccessDenied", "NotImplemented"):
+            return None
+        raise
+
+
+def _rule_summary(rule: dict) -> str:
+    where = (rule.get("Filter") or {}).get("Prefix", rule.get("Prefix", "")) or "*"
+    acts = [
+        f"{t.get('StorageClass')} after {t.get('Days', t.get('Date'))} d"
+        for t in rule.get("Transitions", [])
+    ]
+    if "Expiration" in rule:
+        acts.append(f"expire after {rule['Expiration'].get('Days', '?')} d")
+    if "NoncurrentVersionExpiration" in rule:
+        days = rule["NoncurrentVersionExpiration"].get("NoncurrentDays", "?")
+        acts.append(f"noncurrent expire after {days} d")
+    return f"{where}: {', '.join(acts) or 'other actions'}"
+
+
+def bucket_facts(client: Any, bucket: str) -> BucketFacts:
+    """Read a bucket's versioning, encryption, Object Lock and lifecycle (read-only)."""
+    versioning = _ask(lambda: client.get_bucket_versioning(Bucket=bucket))
+    encryption = _ask(lambda: client.get_bucket_encryption(Bucket=bucket))
+    lock = _ask(lambda: client.get_object_lock_configuration(Bucket=bucket))
+    lifecycle = _ask(lambda: client.get_bucket_lifecycle_configuration(Bucket=bucket))
+    algorithm, key = UNKNOWN, ""
+    if encryption is not None:
+        rules = encryption.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
+        algorithm = default.get("SSEAlgorithm", "AES256")  # S3 encrypts with SSE-S3 by default
+        key = default.get("KMSMasterKeyID", "")
+    lock_text = UNKNOWN
+    if lock is not None:
+        conf = lock.get("ObjectLockConfiguration", {})
+        lock_text = "on" if conf.get("ObjectLockEnabled") == "Enabled" else "off"
+        retention = conf.get("Rule", {}).get("DefaultRetention")
+        if lock_text == "on" and retention:
+            span = retention.get("Days") or retention.get("Years")
+            unit = "days" if "Days" in retention else "years"
+            lock_text = f"on ({retention.get('Mode')} {span} {unit})"
+    life = UNKNOWN
+    if lifecycle is not None:
+        enabled = [r for r in lifecycle.get("Rules", []) if r.get("Status") == "Enabled"]
+        life = "; ".join(_rule_summary(r) for r in enabled) or "none"
+    return BucketFacts(
+        bucket,
+        UNKNOWN if versioning is None else versioning.get("Status", "off"),
+        algorithm,
+        key,
+        lock_text,
+        life,
+    )
+
+
+def facts_markdown(facts: list[BucketFacts]) -> str:
+    """The facts as a Markdown table, for an estimate or preflight artifact."""
+    lines = [
+        "| bucket | versioning | encryption | KMS key | Object Lock | lifecycle rules |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {f.bucket} | {f.versioning} | {f.encryption} | {f.kms_key or '-'} | "
+        f"{f.object_lock} | {f.lifecycle} |"
+        for f in facts
+    ]
+    return "\n".join(lines)

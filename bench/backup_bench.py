@@ -32,6 +32,7 @@ from bench.common import (
     bulk_put,
     ceiling,
     counts,
+    cpu_seconds,
     drop_bucket,
     endpoint_process,
     median,
@@ -125,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 target = f"bench-backup-{i}-{n}"
                 s3.create_bucket(Bucket=target)
                 reset_counts(url)
-                t = time.monotonic()
+                t, cpu = time.monotonic(), cpu_seconds()
                 tool(url, target)
-                first = time.monotonic() - t
+                first, cpu = time.monotonic() - t, cpu_seconds() - cpu
                 first_requests = sum(counts(url).values())
                 again: list[float] = []
                 while len(again) < args.unchanged_repeats:
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "first_objects_per_s": round(args.objects / first, 1),
                         "first_requests_per_object": round(first_requests / args.objects, 4),
+                        "first_client_cpu_ms_per_object": round(cpu * 1000 / args.objects, 2),
                         "unchanged_seconds": median(again),
                         "unchanged_runs": again,
                         "unchanged_requests_per_object": round(again_requests / args.objects, 4),
@@ -155,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             "first_objects_per_s": median([r["first_objects_per_s"] for r in runs]),
             "unchanged_seconds": median([r["unchanged_seconds"] for r in runs]),
             "first_requests_per_object": runs[-1]["first_requests_per_object"],
+            "first_client_cpu_ms_per_object": median(
+                [r["first_client_cpu_ms_per_object"] for r in runs]
+            ),
             "unchanged_requests_per_object": runs[-1]["unchanged_requests_per_object"],
             "runs": runs,
         }

@@ -35,6 +35,7 @@ from bench.common import (
     bulk_put,
     ceiling,
     counts,
+    cpu_seconds,
     drop_bucket,
     endpoint_process,
     median,
@@ -170,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                 for t_index, (name, run) in enumerate(tools.items()):
                     bucket = fresh_bucket(f"restore-bench-{sc}-{i}-{t_index}", sc)
                     reset_counts(url)
-                    t = time.monotonic()
+                    t, cpu = time.monotonic(), cpu_seconds()
                     run(bucket)
-                    seconds = time.monotonic() - t
+                    seconds, cpu = time.monotonic() - t, cpu_seconds() - cpu
                     made = counts(url)
                     drop_bucket(s3, bucket)  # keep the endpoint's state the same size
-                    rows[(sc, name)].append({"seconds": seconds, "requests": made})
+                    rows[(sc, name)].append({"seconds": seconds, "requests": made, "cpu": cpu})
                     print(f"run {i + 1} {sc:<6} {name:<42} {n / seconds:8.1f} keys/s", flush=True)
         for (sc, name), runs in rows.items():
             seconds = median([r["seconds"] for r in runs])
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 "runs_keys_per_s": [round(n / r["seconds"], 1) for r in runs],
                 "requests_per_object": round(requests_sent(made) / n, 3),
                 "throttled": throttled(made),
+                "client_cpu_ms_per_object": round(median([r["cpu"] for r in runs]) * 1000 / n, 3),
                 "requests": made,
             }
             if not args.no_model:
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sc:<6} {name:<42} {row['keys_per_s']:>8.1f} keys/s (median of {args.runs})  "
                 f"{row['requests_per_object']:.3f} requests/object  restore_prefix {ratio:.2f}x  "
                 f"share of ceiling {row.get('share_of_ceiling', '-')}  "
-                f"throttled {row['throttled']}"
+                f"throttled {row['throttled']}  "
+                f"client CPU {row['client_cpu_ms_per_object']:.2f} ms/object"
             )
     print(f"sensor: {report['sensor']}")
     print(f"saved {save('restore', report)}")

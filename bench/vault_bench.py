@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
-    add_model_arguments(ap, "write")
+    add_model_arguments(ap, "bytes")
     args = ap.parse_args(argv)
     results: dict[str, list[dict]] = {m: [] for m in MODES}
     with (

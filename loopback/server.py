@@ -113,7 +113,8 @@ class FaultInjector:
             answer = self._answer(request, environ, start_response)
         if self.model is None:
             return answer
-        return self.model.paced(request, answer, started, sizes[0], sizes[1])
+        received = 0 if request.method == "HEAD" else sizes[1]  # a HEAD's length is not sent
+        return self.model.paced(request, answer, started, sizes[0], received)
 
     def _answer(self, request: Request, environ: dict, start_response: Callable) -> list[bytes]:
         for responder in list(self.faults.responders):

@@ -90,3 +90,34 @@ def test_above_a_ceiling_the_answer_is_slow_down_counted_beside_its_operation():
         assert counts["RestoreObject"] == 3 and counts["SlowDown:RestoreObject"] == 2
         described = requests.get(f"{server.endpoint_url}/_loopback/model", timeout=10).json()
         assert described["dilation"] == 10
+
+
+def test_only_bodies_take_transfer_time():
+    """A HEAD answers with the object's Content-Length and no body: only latency, where a GET
+    of the same object also takes its bytes' time at one connection's rate."""
+    with LoopbackS3(model="s3", dilation=10) as server:
+        model = server.model
+        assert model is not None
+        model.latency = lambda request: 0.0
+        paced: dict[str, tuple[int, int]] = {}
+        plain = model.paced
+
+        def noting(request, answer, started, sent, received):
+            paced[request.method] = sent, received
+            return plain(request, answer, started, sent, received)
+
+        model.paced = noting
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="model-bucket")
+        s3.put_object(Bucket="model-bucket", Key="k", Body=b"x" * 100_000)
+        assert paced["PUT"][0] >= 100_000
+        assert s3.head_object(Bucket="model-bucket", Key="k")["ContentLength"] == 100_000
+        assert paced["HEAD"] == (0, 0)
+        s3.get_object(Bucket="model-bucket", Key="k")["Body"].read()
+        assert paced["GET"] == (0, 100_000)

@@ -50,7 +50,13 @@ from tasks.formats.compression import check_level
 from tasks.formats.layout import resolve_layout
 from tasks.formats.listing import merge_sorted_files
 from tasks.formats.plates_csv import Plate
-from tasks.plates.work import PlateSettings, PlateWork, clean_scratch, scratch_full
+from tasks.plates.work import (
+    PlateSettings,
+    PlateWork,
+    VersionedDelete,
+    clean_scratch,
+    scratch_full,
+)
 
 #: Upper bound of ``max_parallel_plates`` (and the size of the flow's thread pool).
 MAX_PARALLEL_PLATES = 16
@@ -198,7 +204,7 @@ def archive_plates(
     scratch_dir: str = DEFAULT_SCRATCH,
     storage_class: StorageClass = "DEEP_ARCHIVE",
     delete_source: bool = False,
-    versioned_delete: Literal["delete-marker", "purge"] | None = None,
+    versioned_delete: VersionedDelete | None = None,
     dry_run: bool = False,
     max_parallel_plates: Annotated[int, Field(ge=1, le=MAX_PARALLEL_PLATES)] = 2,
     compression: Literal["gzip", "zstd"] = "gzip",
@@ -290,6 +296,13 @@ def archive_plates(
             "versioned_delete (--versioned-delete) 'delete-marker' (delete markers only; the "
             "data stays billed as noncurrent versions) or 'purge' (the archived versions "
             "deleted by VersionId)"
+        )
+    if versioned_delete is not None and versioning is None:
+        log.info(
+            "s3://%s is not versioned: versioned_delete=%r changes nothing, sources are deleted "
+            "by key",
+            bucket,
+            versioned_delete,
         )
     settings = replace(settings, bucket_versioning=versioning, versioned_delete=versioned_delete)
     log.info(

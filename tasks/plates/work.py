@@ -7,13 +7,16 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tasks.core.clients import s3_client
 from tasks.core.errors import ScratchSpaceError
 from tasks.core.s3 import MIB
 from tasks.formats.layout import CELLPAINTING, Layout, PlateLayout
 from tasks.formats.plates_csv import Plate
+
+#: What deleting an archived source means on a versioned live bucket (see tasks.archive.delete).
+VersionedDelete = Literal["delete-marker", "purge"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class PlateSettings:
     conditional_delete: bool = True
     # the live bucket's versioning ("Enabled", "Suspended", None) and what deleting means there
     bucket_versioning: str | None = None
-    versioned_delete: str | None = None  # "delete-marker" | "purge"
+    versioned_delete: VersionedDelete | None = None
     credentials_block: str | None = None
     layout: Layout = field(default_factory=lambda: CELLPAINTING)
     progress_key: str | None = None  # the run's progress tracker (tasks/archive/progress.py)

@@ -4,10 +4,12 @@ markers and says what stays billed; older versions and locked versions are never
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, source_keys
+from prefect.exceptions import ParameterTypeError
 
 from flows.archive import archive_plates
 from tasks.core.errors import PlatesFailedError, VersioningChoiceError
@@ -75,6 +77,27 @@ def test_the_command_line_exits_2_with_one_line_naming_both_choices(
     last = err.strip().splitlines()[-1]
     assert last.startswith("coldflow archive:") and "--versioned-delete" in last
     assert "'delete-marker'" in last and "'purge'" in last
+
+
+def test_an_unknown_choice_is_refused_before_any_s3_call(seed, plates_csv, tmp_path, loopback):
+    seed(SPACED)
+    loopback.clear_faults()  # and the request counts
+    with pytest.raises(ParameterTypeError, match="versioned_delete"):
+        run(plates_csv(SPACED), tmp_path, delete_source=True, versioned_delete="remove")
+    assert not loopback.request_counts
+
+
+def test_a_choice_on_an_unversioned_bucket_changes_nothing_and_says_so(
+    s3, seed, plates_csv, tmp_path, caplog
+):
+    originals = seed(SPACED)
+    with caplog.at_level(logging.INFO, logger="prefect.flow_runs"):
+        (row,) = run(plates_csv(SPACED), tmp_path, delete_source=True, versioned_delete="purge")
+    assert row["status"] == "archived" and row["deleted"] == len(originals), row["message"]
+    assert not source_keys(s3)
+    said = [r.getMessage() for r in caplog.records if "is not versioned" in r.getMessage()]
+    assert len(said) == 1 and "changes nothing" in said[0], said
+    assert s3.get_bucket_versioning(Bucket=LIVE).get("Status") is None
 
 
 def test_purge_deletes_exactly_the_archived_versions(s3, seed, plates_csv, tmp_path):

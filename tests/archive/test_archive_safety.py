@@ -100,6 +100,25 @@ def test_source_changed_and_added_after_listing_keeps_every_source(
     assert set(originals) | {added} == set(source_keys(s3))
 
 
+def test_a_source_rewritten_after_the_gate_is_kept_by_s3s_conditional_delete(
+    s3, seed, plates_csv, tmp_path, loopback
+):
+    """The last check can't see a write that lands between it and the delete: each key in
+    DeleteObjects carries the ETag that was archived, and S3 refuses (412) the changed one."""
+    originals = seed(SPACED)
+    changed = sorted(k for k in originals if k.endswith(".tiff"))[0]
+    loopback.on_request(
+        "DeleteObjects", "", lambda: s3.put_object(Bucket=LIVE, Key=changed, Body=b"rewritten")
+    )
+    with pytest.raises(PlatesFailedError) as failed:
+        run(plates_csv(SPACED), tmp_path, delete_source=True)
+    row = failed.value.summary[0]
+    assert row["verified"] and row["deleted"] == len(originals) - 1, row["message"]
+    assert changed in row["message"] and "PreconditionFailed" in row["message"]
+    assert set(source_keys(s3)) == {changed}
+    assert s3.get_object(Bucket=LIVE, Key=changed)["Body"].read() == b"rewritten"
+
+
 def test_source_changed_while_staging_fails_the_plate(s3, seed, plates_csv, tmp_path, loopback):
     originals = seed(SPACED)
     victim = sorted(k for k in originals if "/images/" in k)[-1]

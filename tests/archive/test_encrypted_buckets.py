@@ -3,6 +3,8 @@ key by default gives tarballs ETags that are not an MD5, and the full-object CRC
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -14,6 +16,7 @@ from tasks.core.errors import PlatesFailedError
 from tasks.formats.checksums import MultipartHasher
 
 TAG = f"{PROJECT}_{BATCH}_{SPACED[0]}"
+KMS_MANAGED = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}
 KMS = {
     "Rules": [
         {
@@ -43,8 +46,14 @@ def tarballs(s3) -> list[str]:
 def test_kms_cold_bucket_archives_verifies_deletes_and_restores(
     s3, seed, plates_csv, tmp_path, streaming
 ):
+    # the live bucket's objects written under its default SSE-KMS with AWS's managed key (no
+    # key id): their ETags are not MD5s either
+    s3.put_bucket_encryption(Bucket=LIVE, ServerSideEncryptionConfiguration=KMS_MANAGED)
     originals = seed(SPACED, shape=SHAPE)
     s3.put_bucket_encryption(Bucket=COLD, ServerSideEncryptionConfiguration=KMS)
+    some = sorted(originals)[0]
+    live_etag = s3.head_object(Bucket=LIVE, Key=some)["ETag"].strip('"')
+    assert live_etag != hashlib.md5(originals[some]).hexdigest()
     csv = plates_csv(SPACED)
     (row,) = run(
         csv,
@@ -70,6 +79,10 @@ def test_kms_cold_bucket_archives_verifies_deletes_and_restores(
         sidecar = s3.get_object(Bucket=COLD, Key=key.replace(".tar.gz", ".etag"))
         assert sidecar["Body"].read().decode().strip() == etag  # S3's ETag, as it gave it
         multipart += etag.endswith("-2") or etag.endswith("-3")
+        listed = subprocess.run(
+            ["tar", "-tzf", "-"], input=body, capture_output=True, check=True
+        ).stdout.decode()
+        assert listed.strip()  # GNU tar reads it
     assert multipart  # the images' tarball went up in parts
     (back,) = restore_plates(
         csv, PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "r"), poll_interval=0.1

@@ -17,6 +17,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
+
 from tasks.archive.listing import walk
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import SourceChangedError, s3_errors, sample
@@ -92,8 +94,34 @@ def delete_objects(
         report.deleted += response["_sent"] - len(errors)
         report.failed += len(errors)
         for err in errors[: max(0, REPORT_SAMPLE - len(report.failures))]:
-            report.failures.append(f"{err.get('Key')}: {err.get('Code')} {err.get('Message', '')}")
+            said = f"{err.get('Key')}: {err.get('Code')} {err.get('Message', '')}".rstrip()
+            if err.get("VersionId") and err.get("Code") == "AccessDenied":
+                said += lock_of(client, bucket, err["Key"], err["VersionId"])
+            report.failures.append(said)
     return report
+
+
+def lock_of(client: Any, bucket: str, key: str, version_id: str) -> str:
+    """What holds a version S3 refused to delete: " (COMPLIANCE until <date>, legal hold)",
+    or "" when neither can be read (the refusal was for another reason, or the caller may
+    not read locks). Only asked for the few refusals a row names."""
+    held = []
+    try:
+        retention = client.get_object_retention(Bucket=bucket, Key=key, VersionId=version_id)
+        rule = retention.get("Retention", {})
+        if rule.get("Mode"):
+            until = rule.get("RetainUntilDate")
+            when = until.isoformat() if hasattr(until, "isoformat") else str(until)
+            held.append(f"{rule['Mode']} until {when}")
+    except ClientError:
+        pass
+    try:
+        hold = client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=version_id)
+        if hold.get("LegalHold", {}).get("Status") == "ON":
+            held.append("legal hold")
+    except ClientError:
+        pass
+    return f" ({', '.join(held)})" if held else ""
 
 
 @dataclass

@@ -146,4 +146,6 @@ def test_purge_never_deletes_a_version_under_legal_hold_or_retention(
     assert row["status"] == "failed" and row["verified"]
     assert row["deleted"] == len(originals) - 2 and row["kept"] == 2
     assert held in row["message"] and retained in row["message"]
+    assert "(legal hold)" in row["message"]
+    assert f"(COMPLIANCE until {until.year}-" in row["message"]
     assert set(source_keys(s3)) == {held, retained}

@@ -45,6 +45,7 @@ from tasks.backup.diff import (
     make_dir,
     merge,
 )
+from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.errors import BackupFailedError, InputError
 from tasks.core.s3 import MIB, StorageClass, check_bucket, download_if_exists, split_s3_uri
@@ -293,6 +294,7 @@ def compare_buckets(
     s3 = s3_client(aws_credentials_block)
     check_bucket(s3, a)
     check_bucket(s3, b)
+    announce_buckets(s3, [a, b], "compare-buckets", "current versions are compared")
     if report and report.startswith("s3://"):
         split_s3_uri(report)
     counts: Counter = Counter(dict.fromkeys(("missing", "differing", "extra", "same"), 0))

@@ -28,6 +28,7 @@ from flows.common import DEFAULT_SCRATCH, run_logger
 from tasks.batch import jobs as batch_jobs
 from tasks.batch import tasks as batch_tasks
 from tasks.batch.manifest import kind_of, request_folder
+from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.errors import InputError, RestoreTimeout
 from tasks.core.events import emit_restore_event
@@ -105,6 +106,12 @@ def bulk_restore(
     home = report_bucket or bucket
     if report_bucket:
         check_bucket(s3, report_bucket)
+    announce_buckets(
+        s3,
+        [bucket, home],
+        "bulk-restore",
+        "Batch Operations restores the current version of each key (older versions are not)",
+    )
     source = manifest or f"prefix:{prefix}"
     folder = request_folder(bucket, source, tier, days)
     work = Path(work_dir) / f"bulk-{bucket}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"

@@ -22,6 +22,7 @@ from flows.common import DEFAULT_SCRATCH, run_logger, stream_bounded
 from flows.requests import request_and_wait
 from tasks.backup import tasks as backup_tasks
 from tasks.backup.diff import RESERVED, SortedKeys, check_prefix, listed, make_dir
+from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.concurrency import batched
 from tasks.core.errors import BackupFailedError, InputError
@@ -93,6 +94,13 @@ def restore_bucket(
         except InputError:
             s3.create_bucket(Bucket=target)
     check_bucket(s3, target)
+    announce_buckets(
+        s3,
+        [backup, target],
+        "restore-bucket",
+        "the backup's current objects are restored, never a deleted one; each restored object "
+        "becomes a new current version in the target",
+    )
     work = Path(tempfile.mkdtemp(prefix="restore-bucket-", dir=make_dir(work_dir)))
     counts: Counter = Counter(
         dict.fromkeys(("listed", "copied", "restored", "skipped_deleted", "failed"), 0)

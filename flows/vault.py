@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.common import raise_if_failed, run_logger, submit_bounded
+from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import client, s3_client
 from tasks.core.errors import InputError, ItemsFailedError, describe
 from tasks.core.s3 import StorageClass, Tier, check_bucket
@@ -116,7 +117,9 @@ def thaw_vault_archives(
     )
     glacier = client("glacier", aws_credentials_block)
     vault = check_vault(glacier, vault_name)
-    check_bucket(s3_client(aws_credentials_block), bucket)
+    s3 = s3_client(aws_credentials_block)
+    check_bucket(s3, bucket)
+    announce_buckets(s3, [bucket], "thaw-vault", "each copy becomes a new current version")
     backoff = Backoff(poll_interval, max_poll_interval, timeout)
 
     if specs is None and not dry_run:

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from tasks.core.errors import error_code, http_status
 
-__all__ = ["BucketFacts", "bucket_facts", "facts_markdown"]
+__all__ = ["BucketFacts", "announce_buckets", "bucket_facts", "facts_markdown"]
 
 UNKNOWN = "unknown"
 #: Error codes that mean "this bucket has no such configuration".
@@ -113,3 +113,28 @@ def facts_markdown(facts: list[BucketFacts]) -> str:
         for f in facts
     ]
     return "\n".join(lines)
+
+
+def announce_buckets(
+    client: Any, buckets: list[str], flow: str, note: str = ""
+) -> list[BucketFacts]:
+    """Read each bucket's facts (once per bucket), log one line each and publish them as the
+    ``<flow>-buckets`` Markdown artifact, before the flow acts. ``note`` says what the flow
+    does on a versioned bucket (e.g. that it restores the current versions); it is logged for
+    every versioned bucket. Call after the buckets are known to exist."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.core.log import run_logger
+
+    log = run_logger()
+    found = [bucket_facts(client, b) for b in dict.fromkeys(buckets)]
+    for facts in found:
+        log.info("s3://%s: %s", facts.bucket, facts.as_row())
+        if note and facts.versioning in ("Enabled", "Suspended"):
+            log.info("s3://%s is versioned (%s): %s", facts.bucket, facts.versioning, note)
+    create_markdown_artifact(
+        key=f"{flow}-buckets",
+        markdown="### The buckets\n\n" + facts_markdown(found),
+        description="What the flow found about its buckets before it acted (read-only)",
+    )
+    return found

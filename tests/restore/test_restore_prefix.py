@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pandas as pd
 import pytest
 from conftest import COLD, task_runs_of
 from prefect import flow, task
+from prefect.client.orchestration import get_client
 
 from flows.restore import restore_prefix
 from tasks.core.errors import CostCeilingError, InputError, RestoreTimeout
@@ -416,3 +418,20 @@ def test_estimate_artifact_follows_the_listing(s3, loopback, tmp_path, monkeypat
     run(tmp_path, prefix=P + "c/", batch_size=100, parallel_batches=1, wait=False)
     assert len(shown) >= 3 and "listing in progress" in shown[0]
     assert shown[-1].endswith("final.") and "300 objects" in shown[-1]
+
+
+def test_a_versioned_bucket_restores_current_versions_and_says_so(s3, loopback, tmp_path, caplog):
+    s3.put_bucket_versioning(Bucket=COLD, VersioningConfiguration={"Status": "Enabled"})
+    key = P + "versioned.bin"
+    s3.put_object(Bucket=COLD, Key=key, Body=b"older", StorageClass="GLACIER")
+    s3.put_object(Bucket=COLD, Key=key, Body=b"current", StorageClass="GLACIER")
+    with caplog.at_level(logging.INFO, logger="prefect.flow_runs"):
+        result = run(tmp_path, wait=True)
+    assert result["requested"] == 1
+    assert s3.get_object(Bucket=COLD, Key=key)["Body"].read() == b"current"
+    said = [r.getMessage() for r in caplog.records if "is versioned (Enabled)" in r.getMessage()]
+    assert len(said) == 1 and "current version" in said[0]
+    with get_client(sync_client=True) as client:
+        latest = client.read_latest_artifacts()
+    (facts,) = [a for a in latest if a.key == "restore-prefix-buckets"]
+    assert f"| {COLD} | Enabled |" in facts.data

@@ -114,6 +114,22 @@ def test_purge_deletes_exactly_the_archived_versions(s3, seed, plates_csv, tmp_p
     assert "1 older versions" in row["message"] and "by VersionId" in row["message"]
 
 
+def test_purge_never_touches_a_version_written_after_the_gate(
+    s3, seed, plates_csv, tmp_path, loopback
+):
+    originals = seed(SPACED)
+    versioned(s3)
+    late = sorted(originals)[-1]
+    loopback.on_request(
+        "DeleteObjects", "", lambda: s3.put_object(Bucket=LIVE, Key=late, Body=b"written late")
+    )
+    (row,) = run(plates_csv(SPACED), tmp_path, delete_source=True, versioned_delete="purge")
+    assert row["status"] == "archived" and row["deleted"] == len(originals), row["message"]
+    after, markers = versions(s3)
+    assert [k for k, _ in after] == [late] and all(after.values()) and not markers
+    assert s3.get_object(Bucket=LIVE, Key=late)["Body"].read() == b"written late"
+
+
 def test_delete_marker_keeps_the_versions_and_says_what_stays_billed(
     s3, seed, plates_csv, tmp_path
 ):

@@ -35,12 +35,17 @@ import yaml
 
 from bench.common import (
     add_model_arguments,
+    counts,
+    cpu_seconds,
     empty_prefix,
     endpoint_process,
     median,
     model_of,
     prefect_server_process,
+    requests_sent,
+    reset_counts,
     save,
+    throttled,
 )
 
 PROJECT, BATCH = "bench_project", "bench_batch"
@@ -207,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         s3.create_bucket(Bucket=COLD)
         nbytes = seed_plate(url, [plate], args.mib)
         report["plate_bytes"] = nbytes
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=LIVE)
+        objects = sum(len(page.get("Contents", [])) for page in pages)
+        report["plate_objects"] = objects
         csv = Path(tmp) / "plates.csv"
         csv.write_text(f"plate_id,plate_id_full\n{plate[0]},{plate[1]}\n")
         from prefect import flow
@@ -218,14 +226,22 @@ def main(argv: list[str] | None = None) -> int:
                 scratch = args.scratch / f"{name}-{i}"
                 scratch.mkdir(parents=True, exist_ok=True)
                 empty_cold(s3)
+                if name == "baseline" and (not args.baseline.exists() or not shutil.which("aws")):
+                    continue
+                reset_counts(url)
+                cpu = cpu_seconds()  # this process and its finished children: the tool's
                 if name == "baseline":
-                    if not args.baseline.exists() or not shutil.which("aws"):
-                        continue
                     row = run_baseline(args.baseline, url, plate, scratch)
                 elif name == "raw":
                     row = run_raw(scratch)
                 else:
                     row = run_coldflow(csv, scratch, streaming=name == "streaming")
+                seen = counts(url)
+                row |= {
+                    "client_cpu_ms_per_object": (cpu_seconds() - cpu) * 1000 / objects,
+                    "requests_per_object": requests_sent(seen) / objects,
+                    "throttled": throttled(seen),
+                }
                 shutil.rmtree(scratch, ignore_errors=True)
                 runs[name].append(row)
                 print(
@@ -240,7 +256,17 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_rss_mib": round(max(r["rss"] for r in rows) / MIB, 1),
                     "peak_scratch_mib": round(max(r["scratch"] for r in rows) / MIB, 1),
                     "runs": [round(r["seconds"], 2) for r in rows],
+                    "requests_per_object": round(
+                        median([r["requests_per_object"] for r in rows]), 3
+                    ),
+                    "throttled": max(r["throttled"] for r in rows),
+                    "client_cpu_ms_per_object": round(
+                        median([r["client_cpu_ms_per_object"] for r in rows]), 2
+                    ),
                 }
+                if not args.no_model:  # the same run on S3: latencies and transfers / D
+                    res = report["results"][name]
+                    res["s3_equivalent_seconds"] = round(res["median_seconds"] / args.dilation, 2)
         base = report["results"].get("baseline", {}).get("median_seconds")
         raw = report["results"].get("raw", {}).get("median_seconds")
         for name, res in report["results"].items():
@@ -253,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{res.get('time_vs_raw_pipeline', float('nan')):.2f}x raw  "
                 f"peak RSS {res['peak_rss_mib']:7.1f} MiB  "
                 f"peak scratch {res['peak_scratch_mib']:7.1f} MiB  "
-                f"({nbytes / MIB:.0f} MiB plate)"
+                f"{res['requests_per_object']:.3f} requests/object  "
+                f"throttled {res['throttled']}  "
+                f"client CPU {res['client_cpu_ms_per_object']:.2f} ms/object  "
+                f"({nbytes / MIB:.0f} MiB plate, {objects} objects)"
             )
         if args.parallel:
             report["parallel"] = parallel_curve(

@@ -6,7 +6,8 @@ request per object from coldflow's own tasks), on the same number of archived ob
 One loopback endpoint in a process of its own, a Prefect server in another. Each run, each
 flow restores ``--objects`` GLACIER objects in a bucket of its own and waits until they are
 readable. Reported: wall time, requests per object the flow's process sent (Batch
-Operations' own restores are the service's, not ours), and Prefect task runs per flow run.
+Operations' own restores are the service's, not ours), throttled answers, client CPU per
+object (this process, Prefect's server excluded), and Prefect task runs per flow run.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from bench.common import (
     add_model_arguments,
     bulk_put,
     counts,
+    cpu_seconds,
     drop_bucket,
     endpoint_process,
     median,
     model_of,
     prefect_server_process,
+    requests_sent,
     reset_counts,
     save,
+    throttled,
 )
 
 PREFIX = "objects/"
@@ -81,14 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                 s3.create_bucket(Bucket=bucket)
                 bulk_put(url, bucket, PREFIX, n, "GLACIER")
                 reset_counts(url)
-                t = time.monotonic()
+                t, cpu = time.monotonic(), cpu_seconds()
                 state = run(bucket)
-                seconds = time.monotonic() - t
+                seconds, cpu = time.monotonic() - t, cpu_seconds() - cpu
                 made = counts(url)
                 result = state.result()
                 rows[name].append(
                     {
                         "seconds": seconds,
+                        "client_cpu_ms_per_object": cpu * 1000 / n,
                         "requests": made,
                         "task_runs": task_runs(state.state_details.flow_run_id),
                         "restored": result["ready"] if "ready" in result else result["restored"],
@@ -100,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             made = runs[-1]["requests"]
             report["flows"][name] = {
                 "median_seconds": round(median([r["seconds"] for r in runs]), 2),
-                "requests_per_object": round(sum(made.values()) / n, 4),
+                "requests_per_object": round(requests_sent(made) / n, 4),
+                "throttled": throttled(made),
+                "client_cpu_ms_per_object": round(
+                    median([r["client_cpu_ms_per_object"] for r in runs]), 3
+                ),
                 "task_runs": runs[-1]["task_runs"],
                 "restored": runs[-1]["restored"],
                 "requests": made,
@@ -108,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in report["flows"].items():
         print(
             f"{name:<16} {row['median_seconds']:>8.1f} s  {row['requests_per_object']:.4f} "
-            f"requests/object  {row['task_runs']} task runs  {row['restored']} restored"
+            f"requests/object  throttled {row['throttled']}  "
+            f"client CPU {row['client_cpu_ms_per_object']:.3f} ms/object  "
+            f"{row['task_runs']} task runs  {row['restored']} restored"
         )
     print(f"saved {save('batch', report)}")
     return 0

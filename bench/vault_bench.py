@@ -25,13 +25,19 @@ from botocore.config import Config
 
 from bench.common import (
     add_model_arguments,
+    counts,
+    cpu_seconds,
     empty_prefix,
     endpoint_process,
     median,
     model_of,
     prefect_server_process,
+    requests_sent,
+    reset_counts,
     save,
+    throttled,
 )
+from loopback.model import CONNECTION_BYTES_PER_SECOND
 
 MIB = 1024 * 1024
 VAULT, BUCKET = "bench-vault", "bench-thawed"
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results: dict[str, list[dict]] = {m: [] for m in MODES}
     with (
-        endpoint_process(**model_of(args)),
+        endpoint_process(**model_of(args)) as url,
         tempfile.TemporaryDirectory() as tmp,
         prefect_server_process(Path(tmp) / "prefect"),
     ):
@@ -77,18 +83,39 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.runs):
             for mode in MODES:
                 empty_prefix(s3, BUCKET)
+                reset_counts(url)
+                cpu = cpu_seconds()
                 got = run(mode, archive, f"{mode}-{round_}.bin")
+                seen = counts(url)
+                got |= {
+                    "client_cpu_s": cpu_seconds() - cpu,
+                    "requests": requests_sent(seen),
+                    "throttled": throttled(seen),
+                }
                 results[mode].append(got)
                 print(
                     f"round {round_ + 1} {mode:>5}: {got['seconds']:6.2f} s, "
-                    f"{args.mib / got['seconds']:7.1f} MiB/s, peak {got['peak_mib']:6.0f} MiB"
+                    f"{args.mib / got['seconds']:7.1f} MiB/s, peak {got['peak_mib']:6.0f} MiB, "
+                    f"{got['requests']} requests, throttled {got['throttled']}, "
+                    f"client CPU {got['client_cpu_s']:.2f} s"
                 )
     size = args.mib + 4 / MIB
+    connection_rate = (CONNECTION_BYTES_PER_SECOND / args.dilation) if not args.no_model else 0
     report = {
         mode: {
             "median_seconds": round(median([r["seconds"] for r in rows]), 2),
             "mib_per_s": round(size / median([r["seconds"] for r in rows]), 1),
             "median_peak_mib": round(median([r["peak_mib"] for r in rows]), 0),
+            "requests": median([r["requests"] for r in rows]),
+            "throttled": max(r["throttled"] for r in rows),
+            "client_cpu_s": round(median([r["client_cpu_s"] for r in rows]), 2),
+            # the archive's bytes in and out, against one connection's rate on the model: the
+            # plain approach's bound is 1.0 (one connection each way, one after the other)
+            "vs_one_connection": round(
+                2 * size * MIB / median([r["seconds"] for r in rows]) / connection_rate, 2
+            )
+            if connection_rate
+            else None,
         }
         for mode, rows in results.items()
     }

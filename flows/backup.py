@@ -34,6 +34,7 @@ from pydantic import Field
 from flows.bucket_restore import restore_bucket
 from flows.common import DEFAULT_SCRATCH, run_logger, stream_bounded
 from tasks.backup import tasks as backup_tasks
+from tasks.backup.copy import recorded_source_etag
 from tasks.backup.diff import (
     RESERVED,
     Change,
@@ -47,6 +48,7 @@ from tasks.backup.diff import (
 )
 from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import s3_client
+from tasks.core.concurrency import bounded_map
 from tasks.core.errors import BackupFailedError, InputError
 from tasks.core.s3 import MIB, StorageClass, check_bucket, download_if_exists, split_s3_uri
 from tasks.formats.ledger import escape_key
@@ -277,7 +279,8 @@ def compare_buckets(
     aws_credentials_block: str | None = None,
 ) -> dict:
     """Compare two buckets under a prefix by their listings: keys missing from b, differing
-    (size or ETag), extra in b, and the same. Differences go to a CSV.
+    (size, or ETag where b's copy does not record a's ETag as its source), extra in b, and the
+    same. Differences go to a CSV.
 
     Args:
         a: The reference bucket (say, the source).
@@ -304,17 +307,27 @@ def compare_buckets(
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(["key", "status", "size_a", "size_b", "etag_a", "etag_b"])
-        for key, x, y in merge(listed(s3, a, prefix), listed(s3, b, prefix)):
+
+        def judged(pair: tuple[str, Any, Any]) -> tuple[str, Any, Any, str]:
+            key, x, y = pair
             if y is None:
-                status = "missing"
-            elif x is None:
-                status = "extra"
-            elif x.size != y.size or x.etag != y.etag:
-                status = "differing"
-            else:
-                counts["same"] += 1
-                continue
+                return key, x, y, "missing"
+            if x is None:
+                return key, x, y, "extra"
+            if x.size != y.size:
+                return key, x, y, "differing"
+            if x.etag == y.etag:
+                return key, x, y, "same"
+            # same size, other ETag: a copy under SSE-KMS or a multipart copy has an ETag of
+            # its own; the source ETag backup_bucket recorded on it decides
+            head = s3.head_object(Bucket=b, Key=key)
+            return key, x, y, "same" if recorded_source_etag(head) == x.etag else "differing"
+
+        pairs = merge(listed(s3, a, prefix), listed(s3, b, prefix))
+        for key, x, y, status in bounded_map(judged, pairs, workers=16):
             counts[status] += 1
+            if status == "same":
+                continue
             out.writerow(
                 [
                     key,

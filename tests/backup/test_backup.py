@@ -243,3 +243,36 @@ def test_fifty_thousand_objects_with_few_task_runs(buckets, loopback):
     assert result["failed"] == 0
 
     assert task_runs_of(run_id) <= 8  # two batches of 1,000 keys, not 2,000 task runs
+
+
+KMS_DEFAULT = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}
+
+
+def test_sse_kms_buckets_and_a_versioned_source(buckets, loopback, tmp_path):
+    """Under SSE-KMS no ETag is an MD5 and a copy's ETag is not its source's; a delete on a
+    versioned source is a delete marker. Same-size changes are still copied, deletions
+    tagged, unchanged objects left alone, and the buckets compare clean."""
+    s3 = buckets
+    for b in (SRC, BAK):
+        s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration=KMS_DEFAULT)
+    s3.put_bucket_versioning(Bucket=SRC, VersioningConfiguration={"Status": "Enabled"})
+    for k in KEYS:
+        put(s3, k, b"v1 " + k.encode())
+    first = run()
+    assert first["copied"] == len(KEYS)
+    assert run()["unchanged"] == len(KEYS)  # nothing copied again
+    put(s3, KEYS[0], b"v2 " + KEYS[0].encode())  # same size
+    s3.delete_object(Bucket=SRC, Key=KEYS[1])  # a delete marker
+    third = run()
+    assert (third["copied"], third["tagged_deleted"]) == (1, 1), third
+    assert s3.get_object(Bucket=BAK, Key=KEYS[0])["Body"].read() == b"v2 " + KEYS[0].encode()
+    assert tags(s3, BAK, KEYS[1])["Deleted"] == "True"
+    s3.put_object(Bucket=SRC, Key=KEYS[1], Body=b"v1 " + KEYS[1].encode())  # back again
+    back = run()  # under KMS its ETag is new: it can't be told from a change, so it is copied
+    assert (back["copied"], back["tagged_deleted"]) == (1, 0), back
+    assert "Deleted" not in tags(s3, BAK, KEYS[1])
+    result = compare_buckets(SRC, BAK, report=str(tmp_path / "diff.csv"))
+    assert (result["missing"], result["differing"], result["same"]) == (0, 0, len(KEYS)), result
+    put(s3, KEYS[2], b"v3 " + KEYS[2].encode())  # same size, not yet backed up
+    result = compare_buckets(SRC, BAK, report=str(tmp_path / "diff.csv"))
+    assert (result["differing"], result["same"]) == (1, len(KEYS) - 1), result

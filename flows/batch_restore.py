@@ -28,7 +28,7 @@ from flows.common import DEFAULT_SCRATCH, run_logger
 from tasks.batch import jobs as batch_jobs
 from tasks.batch import tasks as batch_tasks
 from tasks.batch.manifest import kind_of, request_folder
-from tasks.core.bucket_facts import announce_buckets
+from tasks.core.bucket_facts import RESTORES_CURRENT, announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.errors import InputError, RestoreTimeout
 from tasks.core.events import emit_restore_event
@@ -106,12 +106,7 @@ def bulk_restore(
     home = report_bucket or bucket
     if report_bucket:
         check_bucket(s3, report_bucket)
-    announce_buckets(
-        s3,
-        [bucket, home],
-        "bulk-restore",
-        "Batch Operations restores the current version of each key (older versions are not)",
-    )
+    announce_buckets(s3, [bucket, home], "bulk-restore", RESTORES_CURRENT)
     source = manifest or f"prefix:{prefix}"
     folder = request_folder(bucket, source, tier, days)
     work = Path(work_dir) / f"bulk-{bucket}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"

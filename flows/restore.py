@@ -33,7 +33,7 @@ from flows.common import (
     submit_bounded,
 )
 from flows.requests import request_and_wait
-from tasks.core.bucket_facts import announce_buckets
+from tasks.core.bucket_facts import READS_CURRENT, RESTORES_CURRENT, announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.errors import InputError, PlateFailedError, describe
 from tasks.core.memory import limit_malloc_arenas
@@ -48,9 +48,6 @@ from tasks.restore import plates as plate_restore
 from tasks.restore import tasks as restore_tasks
 from tasks.restore.inventory import Inventory, listed_batches
 from tasks.restore.plan import EXPENSIVE_GB, EXPENSIVE_OBJECTS, RequestPlan
-
-#: What a restore request does on a versioned bucket, said before the flow acts.
-CURRENT_VERSIONS = "the current version of each key is restored (older versions are not)"
 
 
 @flow(
@@ -127,7 +124,7 @@ def restore_prefix(
         check_ledger(retry_ledger, aws_credentials_block)
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
-    announce_buckets(client, [bucket], "restore-prefix", CURRENT_VERSIONS)
+    announce_buckets(client, [bucket], "restore-prefix", RESTORES_CURRENT)
     work = Path(work_dir) / f"restore-{bucket}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
     plan = RequestPlan(
@@ -316,12 +313,7 @@ def restore_plates(
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     check_bucket(client, cold_bucket)
-    announce_buckets(
-        client,
-        [cold_bucket, bucket],
-        "restore-plates",
-        "the tarballs' current versions are read; restored objects become new current versions",
-    )
+    announce_buckets(client, [cold_bucket, bucket], "restore-plates", READS_CURRENT)
 
     rows: dict[str, dict] = {}
     located: dict[str, plate_restore.ArchivedPlate] = {}

@@ -15,6 +15,9 @@ from tasks.core.errors import error_code, http_status
 __all__ = ["BucketFacts", "announce_buckets", "bucket_facts", "facts_markdown"]
 
 UNKNOWN = "unknown"
+#: What the restore flows do on a versioned bucket, said before they act.
+RESTORES_CURRENT = "the current version of each key is restored (older versions are not)"
+READS_CURRENT = "current versions are read; what is written becomes a new current version"
 #: Error codes that mean "this bucket has no such configuration".
 NOT_CONFIGURED = frozenset(
     {

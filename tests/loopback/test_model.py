@@ -22,6 +22,18 @@ def request(method: str, key: str = "k", bucket: str = "b", **query: str) -> Req
     return Request(method, bucket, key, {k: [v] for k, v in query.items()}, {})
 
 
+def client_of(server: LoopbackS3, config: Config | None = None):
+    """A plain boto3 S3 client for ``server`` (a server of the test's own, not the session's)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        config=config,
+    )
+
+
 def test_requests_count_against_their_ceiling():
     assert kind(request("GET")) == "read" and kind(request("HEAD")) == "read"
     assert kind(request("GET", key="")) == "read"  # a listing page
@@ -68,14 +80,7 @@ def test_above_a_ceiling_the_answer_is_slow_down_counted_beside_its_operation():
         assert model is not None
         model.latency = lambda request: 0.0  # this test is about ceilings, not time
         model.ceilings["restore"] = 0.01  # one request, then the burst is spent
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
-        )
+        s3 = client_of(server, Config(retries={"total_max_attempts": 1, "mode": "standard"}))
         s3.create_bucket(Bucket="model-bucket")
         s3.put_object(Bucket="model-bucket", Key="k", Body=b"x", StorageClass="GLACIER")
         answers = []
@@ -107,13 +112,7 @@ def test_only_bodies_take_transfer_time():
             return plain(request, answer, started, sent, received)
 
         model.paced = noting
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        s3 = client_of(server)
         s3.create_bucket(Bucket="model-bucket")
         s3.put_object(Bucket="model-bucket", Key="k", Body=b"x" * 100_000)
         assert paced["PUT"][0] >= 100_000

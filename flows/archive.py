@@ -32,7 +32,7 @@ from tasks.archive import tasks as steps
 from tasks.archive.cost import estimate_archive
 from tasks.archive.progress import RunProgress
 from tasks.archive.results import PlateResult
-from tasks.core.bucket_facts import bucket_facts, facts_markdown
+from tasks.core.bucket_facts import facts_markdown, read_buckets
 from tasks.core.clients import s3_client
 from tasks.core.errors import (
     EmptyPlateError,
@@ -286,9 +286,7 @@ def archive_plates(
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     check_bucket(client, cold_bucket)
-    found = [bucket_facts(client, bucket), bucket_facts(client, cold_bucket)]
-    for facts in found:
-        log.info("s3://%s: %s", facts.bucket, facts.as_row())
+    found = read_buckets(client, [bucket, cold_bucket])  # in the estimate artifact below
     versioning = None if found[0].versioning == "off" else found[0].versioning
     if delete_source and versioning is not None and versioned_delete is None:
         raise VersioningChoiceError(

@@ -12,7 +12,13 @@ from botocore.exceptions import ClientError
 
 from tasks.core.errors import error_code, http_status
 
-__all__ = ["BucketFacts", "announce_buckets", "bucket_facts", "facts_markdown"]
+__all__ = [
+    "BucketFacts",
+    "announce_buckets",
+    "bucket_facts",
+    "facts_markdown",
+    "read_buckets",
+]
 
 UNKNOWN = "unknown"
 #: What the restore flows do on a versioned bucket, said before they act.
@@ -118,15 +124,10 @@ def facts_markdown(facts: list[BucketFacts]) -> str:
     return "\n".join(lines)
 
 
-def announce_buckets(
-    client: Any, buckets: list[str], flow: str, note: str = ""
-) -> list[BucketFacts]:
-    """Read each bucket's facts (once per bucket), log one line each and publish them as the
-    ``<flow>-buckets`` Markdown artifact, before the flow acts. ``note`` says what the flow
-    does on a versioned bucket (e.g. that it restores the current versions); it is logged for
-    every versioned bucket. Call after the buckets are known to exist."""
-    from prefect.artifacts import create_markdown_artifact
-
+def read_buckets(client: Any, buckets: list[str], note: str = "") -> list[BucketFacts]:
+    """Read each bucket's facts (once per bucket) and log one line each; ``note`` says what
+    the flow does on a versioned bucket (e.g. that it restores the current versions) and is
+    logged for every versioned bucket. Call after the buckets are known to exist."""
     from tasks.core.log import run_logger
 
     log = run_logger()
@@ -135,6 +136,17 @@ def announce_buckets(
         log.info("s3://%s: %s", facts.bucket, facts.as_row())
         if note and facts.versioning in ("Enabled", "Suspended"):
             log.info("s3://%s is versioned (%s): %s", facts.bucket, facts.versioning, note)
+    return found
+
+
+def announce_buckets(
+    client: Any, buckets: list[str], flow: str, note: str = ""
+) -> list[BucketFacts]:
+    """:func:`read_buckets`, then the facts published as the ``<flow>-buckets`` Markdown
+    artifact, before the flow acts."""
+    from prefect.artifacts import create_markdown_artifact
+
+    found = read_buckets(client, buckets, note)
     create_markdown_artifact(
         key=f"{flow}-buckets",
         markdown="### The buckets\n\n" + facts_markdown(found),

@@ -35,17 +35,13 @@ import yaml
 
 from bench.common import (
     add_model_arguments,
-    counts,
-    cpu_seconds,
     empty_prefix,
     endpoint_process,
     median,
+    metered,
     model_of,
     prefect_server_process,
-    requests_sent,
-    reset_counts,
     save,
-    throttled,
 )
 
 PROJECT, BATCH = "bench_project", "bench_batch"
@@ -228,19 +224,17 @@ def main(argv: list[str] | None = None) -> int:
                 empty_cold(s3)
                 if name == "baseline" and (not args.baseline.exists() or not shutil.which("aws")):
                     continue
-                reset_counts(url)
-                cpu = cpu_seconds()  # this process and its finished children: the tool's
-                if name == "baseline":
-                    row = run_baseline(args.baseline, url, plate, scratch)
-                elif name == "raw":
-                    row = run_raw(scratch)
-                else:
-                    row = run_coldflow(csv, scratch, streaming=name == "streaming")
-                seen = counts(url)
+                with metered(url) as cost:
+                    if name == "baseline":
+                        row = run_baseline(args.baseline, url, plate, scratch)
+                    elif name == "raw":
+                        row = run_raw(scratch)
+                    else:
+                        row = run_coldflow(csv, scratch, streaming=name == "streaming")
                 row |= {
-                    "client_cpu_ms_per_object": (cpu_seconds() - cpu) * 1000 / objects,
-                    "requests_per_object": requests_sent(seen) / objects,
-                    "throttled": throttled(seen),
+                    "client_cpu_ms_per_object": cost["client_cpu_s"] * 1000 / objects,
+                    "requests_per_object": cost["requests"] / objects,
+                    "throttled": cost["throttled"],
                 }
                 shutil.rmtree(scratch, ignore_errors=True)
                 runs[name].append(row)

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import boto3
@@ -24,15 +23,13 @@ import boto3
 from bench.common import (
     add_model_arguments,
     bulk_put,
-    counts,
-    cpu_seconds,
     drop_bucket,
     endpoint_process,
     median,
+    metered,
     model_of,
     prefect_server_process,
     requests_sent,
-    reset_counts,
     save,
     throttled,
 )
@@ -84,23 +81,20 @@ def main(argv: list[str] | None = None) -> int:
                 bucket = f"batch-bench-{i}-{t_index}"
                 s3.create_bucket(Bucket=bucket)
                 bulk_put(url, bucket, PREFIX, n, "GLACIER")
-                reset_counts(url)
-                t, cpu = time.monotonic(), cpu_seconds()
-                state = run(bucket)
-                seconds, cpu = time.monotonic() - t, cpu_seconds() - cpu
-                made = counts(url)
+                with metered(url) as cost:
+                    state = run(bucket)
                 result = state.result()
                 rows[name].append(
                     {
-                        "seconds": seconds,
-                        "client_cpu_ms_per_object": cpu * 1000 / n,
-                        "requests": made,
+                        "seconds": cost["seconds"],
+                        "client_cpu_ms_per_object": cost["client_cpu_s"] * 1000 / n,
+                        "requests": cost["seen"],
                         "task_runs": task_runs(state.state_details.flow_run_id),
                         "restored": result["ready"] if "ready" in result else result["restored"],
                     }
                 )
                 drop_bucket(s3, bucket)
-                print(f"run {i + 1} {name:<16} {seconds:8.1f} s", flush=True)
+                print(f"run {i + 1} {name:<16} {cost['seconds']:8.1f} s", flush=True)
         for name, runs in rows.items():
             made = runs[-1]["requests"]
             report["flows"][name] = {

@@ -68,24 +68,41 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+@contextmanager
+def metered(url: str) -> Iterator[dict[str, Any]]:
+    """What the block cost, in the dict it yields once the block ends: ``seconds``,
+    ``client_cpu_s`` (this process and its finished children: the tool's; a Prefect server
+    still running is not counted), ``requests`` sent and ``throttled`` answers at the endpoint
+    at ``url``, and ``seen``, its counts by operation."""
+    reset_counts(url)
+    cpu, began = cpu_seconds(), time.monotonic()
+    cost: dict[str, Any] = {}
+    yield cost
+    seconds, cpu = time.monotonic() - began, cpu_seconds() - cpu
+    seen = counts(url)
+    cost |= {
+        "seconds": seconds,
+        "client_cpu_s": cpu,
+        "requests": requests_sent(seen),
+        "throttled": throttled(seen),
+        "seen": seen,
+    }
+
+
 def measured(url: str, run: Any, objects: int, kind: str, dilation: float | None) -> dict[str, Any]:
     """Run ``run()`` once and report it as every benchmark does on the model: the rate, its
     share of the ``kind`` ceiling at ``dilation`` (None: no model), throttled answers,
     requests per object, client CPU per object and the S3-equivalent rate (rate x D)."""
-    reset_counts(url)
-    cpu, began = cpu_seconds(), time.monotonic()
-    run()
-    seconds = time.monotonic() - began
-    cpu = cpu_seconds() - cpu
-    seen = counts(url)
-    rate = objects / seconds
+    with metered(url) as cost:
+        run()
+    rate = objects / cost["seconds"]
     row: dict[str, Any] = {
-        "seconds": round(seconds, 2),
+        "seconds": round(cost["seconds"], 2),
         "per_second": round(rate, 1),
-        "requests_per_object": round(requests_sent(seen) / objects, 4),
-        "throttled": throttled(seen),
-        "client_cpu_ms_per_object": round(cpu * 1000 / objects, 3),
-        "requests": seen,
+        "requests_per_object": round(cost["requests"] / objects, 4),
+        "throttled": cost["throttled"],
+        "client_cpu_ms_per_object": round(cost["client_cpu_s"] * 1000 / objects, 3),
+        "requests": cost["seen"],
     }
     if dilation:
         row["share_of_ceiling"] = round(rate / ceiling(kind, dilation), 3)

@@ -25,17 +25,13 @@ from botocore.config import Config
 
 from bench.common import (
     add_model_arguments,
-    counts,
-    cpu_seconds,
     empty_prefix,
     endpoint_process,
     median,
+    metered,
     model_of,
     prefect_server_process,
-    requests_sent,
-    reset_counts,
     save,
-    throttled,
 )
 from loopback.model import CONNECTION_BYTES_PER_SECOND
 
@@ -83,15 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.runs):
             for mode in MODES:
                 empty_prefix(s3, BUCKET)
-                reset_counts(url)
-                cpu = cpu_seconds()
-                got = run(mode, archive, f"{mode}-{round_}.bin")
-                seen = counts(url)
-                got |= {
-                    "client_cpu_s": cpu_seconds() - cpu,
-                    "requests": requests_sent(seen),
-                    "throttled": throttled(seen),
-                }
+                with metered(url) as cost:
+                    got = run(mode, archive, f"{mode}-{round_}.bin")
+                got |= {k: cost[k] for k in ("client_cpu_s", "requests", "throttled")}
                 results[mode].append(got)
                 print(
                     f"round {round_ + 1} {mode:>5}: {got['seconds']:6.2f} s, "

@@ -15,12 +15,11 @@ from collections import Counter
 import boto3
 import pytest
 from conftest import COLD, kill_child_at
+from test_thaw import FAST, VAULT, archive_ids, body_of
 
 from flows.vault import thaw_vault_archives
 from tasks.vault.copy import META_TREE_HASH
 from tasks.vault.treehash import MIB, tree_hash
-
-from test_thaw import FAST, VAULT, archive_ids, body_of
 
 pytestmark = pytest.mark.xdist_group("crash-matrix")
 

@@ -324,12 +324,11 @@ def archive_plates(
         plates,
         failed_row,
     )
+    estimated = [{"plate": r["plate_id"], "bytes": r["bytes"], **r["estimate"]} for r in measured]
     create_markdown_artifact(
         key="archive-estimate",
-        markdown=cost.as_markdown(
-            [{"plate": r["plate_id"], "bytes": r["bytes"], **r["estimate"]} for r in measured],
-            storage_class,
-        )
+        markdown=cost.as_markdown(estimated, storage_class)
+        + (cost.versioned_note(versioned_delete, versioning, estimated) if delete_source else "")
         + "\n\n### The buckets\n\n"
         + facts_markdown(found),
         description="What archiving these plates costs and saves, before anything is written",

@@ -108,8 +108,15 @@ def backup_bucket(
     if source == backup:
         raise InputError("source and backup must be different buckets")
     s3 = s3_client(aws_credentials_block)
-    # no HEAD of either bucket: the listings' first pages answer for both (an unknown bucket
-    # fails there, before anything is written), so an unchanged run costs the two listings
+    # no HEAD of either bucket: reading their facts (four questions each, asked at once)
+    # fails clearly on an unknown bucket, so an unchanged run costs those and two listings
+    announce_buckets(
+        s3,
+        [source, backup],
+        "backup-bucket",
+        "current versions are copied; a key whose current version is a delete marker counts "
+        "as deleted (its backup copy is tagged)",
+    )
     cutoff = (
         datetime.now(UTC) - timedelta(hours=modified_within_hours)
         if modified_within_hours

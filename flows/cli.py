@@ -291,8 +291,13 @@ class Progress:
 
 
 def run_here(flow: Any, params: dict[str, Any], as_json: bool) -> int:
+    """Run the flow in this process and print its result; a dry run prints first what the
+    flow found and estimated (its Markdown artifacts: the buckets' facts, the estimate)."""
     with Progress(sys.stderr.isatty() and not as_json):
-        result = flow(**params)
+        state = flow(**params, return_state=True)
+    result = state.result()  # a failed run raises here, as calling the flow would
+    if params.get("dry_run") and not as_json:
+        print(_artifacts_of(state.state_details.flow_run_id, "markdown"), end="\n\n")
     print(json.dumps(result, indent=2, default=str) if as_json else summary_table(result))
     return ITEMS_FAILED if failed(result) else DONE
 
@@ -323,7 +328,7 @@ def run_deployment_of(command: Command, flow: Any, params: dict[str, Any], watch
         if state is not None and state.is_final():
             break
         time.sleep(2)
-    print(_tables_of(run.id))
+    print(_artifacts_of(run.id, "table"))
     if state.is_completed():
         return DONE
     if state.is_cancelled():
@@ -332,8 +337,8 @@ def run_deployment_of(command: Command, flow: Any, params: dict[str, Any], watch
     return ITEMS_FAILED
 
 
-def _tables_of(flow_run_id: Any) -> str:
-    """The run's summary table artifacts, as text."""
+def _artifacts_of(flow_run_id: Any, kind: str) -> str:
+    """The run's artifacts of one kind as text: tables as aligned columns, Markdown as is."""
     import asyncio
 
     import pandas as pd
@@ -343,18 +348,23 @@ def _tables_of(flow_run_id: Any) -> str:
         ArtifactFilterFlowRunId,
         ArtifactFilterType,
     )
+    from prefect.client.schemas.sorting import ArtifactSort
 
     async def read() -> list:
         async with get_client() as client:
             return await client.read_artifacts(
                 artifact_filter=ArtifactFilter(
                     flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-                    type=ArtifactFilterType(any_=["table"]),
-                )
+                    type=ArtifactFilterType(any_=[kind]),
+                ),
+                sort=ArtifactSort.CREATED_DESC,
             )
 
     out = []
-    for artifact in asyncio.run(read()):
+    for artifact in reversed(asyncio.run(read())):  # in the order the run made them
+        if kind == "markdown":
+            out.append(str(artifact.data))
+            continue
         data = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
         out.append(f"{artifact.key}:\n{pd.DataFrame(data).to_string(index=False)}")
     return "\n\n".join(out)

@@ -112,3 +112,24 @@ def as_markdown(rows: list[dict], storage_class: str) -> str:
         f"Tarballs taken at their sources' size (an upper bound). Prices as of {PRICES_AS_OF}.",
     ]
     return "\n".join(lines)
+
+
+def versioned_note(choice: str | None, versioning: str | None, rows: list[dict]) -> str:
+    """What deleting the sources does to the bill on a versioned live bucket, for the
+    estimate: with delete markers every archived byte stays billed as a noncurrent version;
+    with purge the archived versions go and older versions already there stay."""
+    if versioning is None or choice is None:
+        return ""
+    nbytes = sum(r["bytes"] for r in rows)
+    monthly = sum(r.get("hot $/month", 0) for r in rows)
+    if choice == "delete-marker":
+        return (
+            f"\n\n**Versioned live bucket ({versioning}), delete markers:** the archived "
+            f"{nbytes / 1024**3:,.2f} GiB stay billed as noncurrent versions "
+            f"(about ${monthly:,.4f}/month) until a lifecycle rule expires them."
+        )
+    return (
+        f"\n\n**Versioned live bucket ({versioning}), purge:** the archived versions "
+        f"({nbytes / 1024**3:,.2f} GiB) are deleted by VersionId; older versions already under "
+        "the plates' prefixes are kept and counted in each plate's row."
+    )

@@ -5,12 +5,13 @@ caller may not read (AccessDenied) is "unknown", never a failure."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.core.errors import error_code, http_status
+from tasks.core.errors import BucketNotFoundError, error_code, http_status
 
 __all__ = [
     "BucketFacts",
@@ -49,11 +50,13 @@ class BucketFacts:
         return asdict(self)
 
 
-def _ask(call: Callable[[], dict]) -> dict | None:
+def _ask(call: Callable[..., dict], bucket: str) -> dict | None:
     """The answer, {} where the bucket has no such configuration, None where it is unknown."""
     try:
-        return call()
+        return call(Bucket=bucket)
     except ClientError as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
         if error_code(exc) in NOT_CONFIGURED:
             return {}
         if http_status(exc) in (403, 501) or error_code(exc) in ("AccessDenied", "NotImplemented"):
@@ -76,11 +79,18 @@ def _rule_summary(rule: dict) -> str:
 
 
 def bucket_facts(client: Any, bucket: str) -> BucketFacts:
-    """Read a bucket's versioning, encryption, Object Lock and lifecycle (read-only)."""
-    versioning = _ask(lambda: client.get_bucket_versioning(Bucket=bucket))
-    encryption = _ask(lambda: client.get_bucket_encryption(Bucket=bucket))
-    lock = _ask(lambda: client.get_object_lock_configuration(Bucket=bucket))
-    lifecycle = _ask(lambda: client.get_bucket_lifecycle_configuration(Bucket=bucket))
+    """Read a bucket's versioning, encryption, Object Lock and lifecycle (read-only; the four
+    questions asked at once, so they cost one round trip). An unknown bucket is
+    :class:`BucketNotFoundError`."""
+    questions = (
+        client.get_bucket_versioning,
+        client.get_bucket_encryption,
+        client.get_object_lock_configuration,
+        client.get_bucket_lifecycle_configuration,
+    )
+    with ThreadPoolExecutor(len(questions)) as pool:
+        answers = list(pool.map(lambda ask: _ask(ask, bucket), questions))
+    versioning, encryption, lock, lifecycle = answers
     algorithm, key = UNKNOWN, ""
     if encryption is not None:
         rules = encryption.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
@@ -131,7 +141,8 @@ def read_buckets(client: Any, buckets: list[str], note: str = "") -> list[Bucket
     from tasks.core.log import run_logger
 
     log = run_logger()
-    found = [bucket_facts(client, b) for b in dict.fromkeys(buckets)]
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda b: bucket_facts(client, b), dict.fromkeys(buckets)))
     for facts in found:
         log.info("s3://%s: %s", facts.bucket, facts.as_row())
         if note and facts.versioning in ("Enabled", "Suspended"):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, source_keys
+from prefect.client.orchestration import get_client
 from prefect.exceptions import ParameterTypeError
 
 from flows.archive import archive_plates
@@ -142,6 +143,9 @@ def test_delete_marker_keeps_the_versions_and_says_what_stays_billed(
     assert {k for k, _ in after} == set(originals) and not any(after.values())
     assert sorted(markers) == sorted(originals)
     assert f"{sum(map(len, originals.values())):,} bytes stay billed" in row["message"]
+    with get_client(sync_client=True) as client:
+        (estimate,) = [a for a in client.read_latest_artifacts() if a.key == "archive-estimate"]
+    assert "delete markers:** the archived" in estimate.data and "stay billed" in estimate.data
 
 
 def test_purge_never_deletes_a_version_under_legal_hold_or_retention(

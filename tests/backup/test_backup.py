@@ -30,6 +30,15 @@ def tags(s3, bucket: str, key: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
 
 
+#: What reading both buckets' facts asks (versioning, encryption, Object Lock, lifecycle).
+FACTS = {
+    "GetBucketVersioning": 2,
+    "GetBucketEncryption": 2,
+    "GetObjectLockConfiguration": 2,
+    "GetBucketLifecycleConfiguration": 2,
+}
+
+
 def run(**kw):
     return backup_bucket(SRC, BAK, work_dir=kw.pop("work_dir", "/tmp/coldflow-test"), **kw)
 
@@ -57,9 +66,9 @@ def test_new_changed_deleted_and_unchanged_across_runs(buckets, loopback):
         assert tags(s3, BAK, k) == {"project": "p1", "owner": "me"}
 
     loopback.clear_faults()
-    again = run()  # nothing changed: two listings, nothing else
+    again = run()  # nothing changed: the buckets' facts and two listings, nothing else
     assert (again["copied"], again["tagged_deleted"], again["unchanged"]) == (0, 0, len(KEYS))
-    assert loopback.request_counts == {"ListObjects": 2}
+    assert loopback.request_counts == {**FACTS, "ListObjects": 2}
 
     put(s3, KEYS[0], b"v2 " + KEYS[0].encode())  # same size, other content, any age
     s3.delete_object(Bucket=SRC, Key=KEYS[1])
@@ -77,7 +86,7 @@ def test_new_changed_deleted_and_unchanged_across_runs(buckets, loopback):
     fourth = run()  # idempotent: already tagged ones are not tagged again
     assert (fourth["copied"], fourth["tagged_deleted"]) == (0, 0)
     # the listings, and the deleted-keys ledger the backup listing showed
-    assert loopback.request_counts == {"ListObjects": 2, "GetObject": 1}
+    assert loopback.request_counts == {**FACTS, "ListObjects": 2, "GetObject": 1}
 
     put(s3, KEYS[1], b"v1 " + KEYS[1].encode())  # the same bytes come back
     fifth = run()
@@ -99,7 +108,7 @@ def test_deleted_keys_ledger_read_only_when_needed(buckets, loopback):
     again = run()
     assert (again["tagged_deleted"], again["copied"], again["unchanged"]) == (0, 0, 4)
     # the ledger, read once (its key sorts after '!first.txt'), and not written again
-    assert loopback.request_counts == {"ListObjects": 2, "GetObject": 1}
+    assert loopback.request_counts == {**FACTS, "ListObjects": 2, "GetObject": 1}
 
     put(s3, "sub/c.txt", b"x")
     s3.delete_object(Bucket=SRC, Key="sub/b.txt")
@@ -108,7 +117,7 @@ def test_deleted_keys_ledger_read_only_when_needed(buckets, loopback):
     loopback.clear_faults()
     again = run(prefix="sub/")
     assert (again["copied"], again["tagged_deleted"], again["unchanged"]) == (0, 0, 3)
-    assert loopback.request_counts == {"ListObjects": 2, "GetObject": 1}
+    assert loopback.request_counts == {**FACTS, "ListObjects": 2, "GetObject": 1}
     assert tags(s3, BAK, "sub/a.txt")["Deleted"] == "True"
 
 

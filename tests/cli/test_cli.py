@@ -147,6 +147,29 @@ def test_unknown_bucket_exits_2_before_any_write(loopback, s3, capfd):
     assert writes == set()
 
 
+def test_a_dry_run_prints_what_the_flow_found_about_its_buckets(loopback, s3, capfd, tmp_path):
+    s3.create_bucket(Bucket="backup-copies")
+    s3.put_bucket_versioning(Bucket=LIVE, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_encryption(
+        Bucket="backup-copies",
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+        },
+    )
+    code = cli.main(
+        ["backup", LIVE, "--backup", "backup-copies", "--dry-run", "--work-dir", str(tmp_path)]
+    )
+    out = capfd.readouterr().out
+    assert code == 0
+    assert f"| {LIVE} | Enabled | AES256 |" in out
+    assert "| backup-copies | off | aws:kms |" in out
+    assert "dry_run" in out.split("| backup-copies |")[1]  # then the result
+    assert not {k for k in loopback.request_counts if k.startswith(("Put", "Delete"))} - {
+        "PutBucketVersioning",
+        "PutBucketEncryption",
+    }
+
+
 def test_dry_run_then_archive_in_a_child_process(loopback, s3, seed, plates_csv, tmp_path):
     originals = seed(SPACED)
     csv = plates_csv(SPACED)
@@ -167,6 +190,8 @@ def test_dry_run_then_archive_in_a_child_process(loopback, s3, seed, plates_csv,
     dry = coldflow(*common, "--dry-run", env=loopback.environ())
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "dry-run" in dry.stdout and SPACED[0] in dry.stdout
+    # what the run found and estimated comes first: the estimate, the buckets' facts
+    assert "| bucket | versioning |" in dry.stdout and f"| {COLD} | off |" in dry.stdout
     assert "Contents" not in s3.list_objects_v2(Bucket=COLD)
     done = coldflow(*common, "--delete-source", env=loopback.environ())
     assert done.returncode == 0, done.stderr[-2000:]

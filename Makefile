@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser demo test lint format bench bench-archive bench-restore bench-vault bench-backup bench-batch ui ui-stop serve lock clean
+.PHONY: setup browser demo test lint format bench bench-archive bench-restore bench-vault bench-backup bench-batch bench-list ui ui-stop serve lock clean
 
 setup: $(STAMP)
 
@@ -38,10 +38,13 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: bench-archive bench-restore bench-vault bench-backup bench-batch  ## every benchmark (minutes; figures in bench/results/)
+bench: bench-archive bench-restore bench-vault bench-backup bench-batch bench-list  ## every benchmark (minutes; figures in bench/results/)
 
 bench-archive: setup  ## archive_plates against the shell pipeline on the same plate
 	$(BIN)/python -m bench.archive_bench $(BENCH_ARGS)
+
+bench-list: setup  ## a 100,000-key prefix: serial paginator against the parallel listing
+	$(BIN)/python -m bench.list_bench $(BENCH_ARGS)
 
 bench-restore: setup  ## restore_prefix against the seed script and rclone
 	$(BIN)/python -m bench.restore_bench $(BENCH_ARGS)

@@ -25,7 +25,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: it meets, divided by D, must leave the endpoint's CPU under half a core (docs/loopback.md).
 #: "bytes": benchmarks of a few large transfers (the vault thaw), bound by bandwidth per
 #: connection (90 MB/s / D), not by request ceilings.
-DILATION = {"restore": 10.0, "read": 80.0, "write": 80.0, "bytes": 10.0}
+DILATION = {"restore": 10.0, "read": 80.0, "write": 80.0, "bytes": 10.0, "list": 40.0}
 
 
 def add_model_arguments(parser: Any, family: str) -> None:

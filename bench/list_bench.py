@@ -1,0 +1,96 @@
+"""Listing speed: a serial boto3 paginator against coldflow's parallel listing by key range.
+
+    python -m bench.list_bench [--keys 100000] [--runs 2] [--dilation 40] [--workers 16]
+
+On one loopback endpoint in a process of its own (a CPU of its own) with S3's speed model, a
+prefix of ``--keys`` keys is listed by each tool in turn, ``--runs`` rounds. Reported per tool:
+median seconds, speed-up over the paginator, ListObjects requests and their ratio to the
+serial listing's pages, and whether the entries (keys, sizes, ETags) and their order are
+identical to the paginator's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import boto3
+from botocore.config import Config
+
+from bench.common import (
+    add_model_arguments,
+    bulk_put,
+    counts,
+    endpoint_process,
+    median,
+    model_of,
+    reset_counts,
+    save,
+)
+from tasks.core.listing import list_objects
+
+BUCKET, PREFIX = "bench-list", "plates/many/"
+
+
+def serial(s3) -> list[tuple]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX)
+    return [(o["Key"], o["Size"], o["ETag"]) for p in pages for o in p.get("Contents", [])]
+
+
+def parallel(s3, workers: int) -> list[tuple]:
+    return [
+        (o["Key"], o["Size"], o["ETag"]) for o in list_objects(s3, BUCKET, PREFIX, workers=workers)
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=16)
+    add_model_arguments(ap, "list")
+    args = ap.parse_args()
+    with endpoint_process(own_cpu=(os.cpu_count() or 1) > 1, **model_of(args)) as url:
+        s3 = boto3.client("s3", endpoint_url=url, config=Config(max_pool_connections=64))
+        s3.create_bucket(Bucket=BUCKET)
+        bulk_put(url, BUCKET, PREFIX, args.keys, "STANDARD")
+        tools = {"paginator": serial, "parallel": lambda c: parallel(c, args.workers)}
+        seen: dict[str, list[float]] = {t: [] for t in tools}
+        sent: dict[str, list[int]] = {t: [] for t in tools}
+        reference = None
+        for round_ in range(args.runs):
+            for name, tool in tools.items():
+                reset_counts(url)
+                t = time.monotonic()
+                got = tool(s3)
+                seconds = time.monotonic() - t
+                n = counts(url).get("ListObjects", 0)
+                reference = reference if reference is not None else got
+                same = got == reference and len(got) == args.keys
+                seen[name].append(seconds)
+                sent[name].append(n)
+                print(f"run {round_ + 1} {name:10s} {seconds:8.2f} s  {n:5d} requests  same {same}")
+                if not same:
+                    raise SystemExit(f"{name}: entries differ from the paginator's")
+    pages = -(-args.keys // 1000)
+    base = median(seen["paginator"])
+    report = {"keys": args.keys, "dilation": None if args.no_model else args.dilation, "tools": {}}
+    for name in tools:
+        m = median(seen[name])
+        requests_per_page = median([float(n) for n in sent[name]]) / pages
+        report["tools"][name] = {
+            "median_s": round(m, 2),
+            "speedup": round(base / m, 2),
+            "requests": sent[name],
+            "requests_per_serial_page": round(requests_per_page, 3),
+        }
+        print(
+            f"{name:10s} median {m:8.2f} s  {base / m:5.2f}x paginator  "
+            f"requests {requests_per_page:.3f} of the serial pages"
+        )
+    print(f"saved {save('list', report)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""List a prefix as several key ranges at once, in key order.
+
+S3 returns 1,000 keys a request, one page after another: a prefix of 1,000,000 keys is 1,000
+round trips in a row. ``ListObjectsV2`` takes ``StartAfter``, so the key space can be cut
+into ranges listed at the same time. :func:`list_objects` does that without being told
+anything about the keys:
+
+1. The first page is listed alone. A prefix that fits one page costs one request, as a
+   serial listing does.
+2. From the keys seen so far it learns an alphabet and the keys' density, and cuts the rest of
+   the key space ahead into ranges of about ``range_pages`` pages each (interpolating between
+   keys, so cuts fall between the keys it expects, not at fixed characters).
+3. ``workers`` ranges are listed at once; each stops at its upper bound, or after
+   ``2 * range_pages`` pages (what is left of it is cut again). The last range is open-ended
+   and is cut again when it comes back.
+4. Entries are yielded range by range, so in key order (UTF-8 byte order, which is code point
+   order and how S3 sorts). Only ranges in flight hold pages: memory is bounded by
+   ``workers * 2 * range_pages`` pages, whatever the prefix holds.
+
+The cuts only decide speed, never what is listed: ranges are ``(after, upto]`` intervals of
+strings that together cover everything after the first page, so every key lands in exactly
+one, whatever its characters. Costs beyond a serial listing: about half a page per range (a
+range's last page is short) and an empty request where a cut lands past the last key.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.core.errors import s3_errors
+
+__all__ = ["KeySpace", "list_objects"]
+
+#: Keys per page (the API's maximum).
+PAGE = 1000
+#: Ranges listed at once (``COLDFLOW_LIST_WORKERS`` overrides).
+WORKERS = int(os.environ.get("COLDFLOW_LIST_WORKERS", "16"))
+#: Pages a range is cut to hold.
+RANGE_PAGES = 6
+#: Positions after the common prefix that interpolation looks at.
+DIGITS = 12
+#: Characters of the common prefix counted as digits too.
+SLACK = 3
+
+
+@dataclass(frozen=True)
+class _Range:
+    """Keys k with after < k <= upto (upto None: to the end of the prefix)."""
+
+    after: str
+    upto: str | None
+
+
+@dataclass
+class _Listed:
+    entries: list[dict]
+    resume: str | None  # listing stopped early: the rest is (resume, upto]
+    pages: int
+
+
+class KeySpace:
+    """Maps keys to integers and back, for cutting a key range: each of the first ``DIGITS``
+    characters after the keys' common prefix is a digit, its rank in the alphabet seen so far
+    (a character not seen counts as the one below it). Order-keeping (never reversing); only
+    used to place cuts, so an imperfect map costs speed, never keys."""
+
+    def __init__(self, prefix: str, first: str) -> None:
+        self.prefix, self.common = prefix, first
+        self.base = first
+        self.alphabet: list[str] = []
+
+    def learn(self, keys: list[str]) -> None:
+        """Narrow the common prefix and widen the alphabet with a page's keys. The digits
+        start a few characters before the common prefix ends: keys counted in a page
+        (``x/000000`` to ``x/000999``) go on past it (``x/001000``)."""
+        if not keys:
+            return
+        for key in (keys[0], keys[-1]):
+            n = 0
+            limit = min(len(self.common), len(key))
+            while n < limit and self.common[n] == key[n]:
+                n += 1
+            self.common = self.common[:n]
+        self.base = self.common[: max(len(self.prefix), len(self.common) - SLACK)]
+        seen = set(self.alphabet)
+        for key in [*keys[:: max(1, len(keys) // 50)], keys[-1]]:
+            seen.update(key[len(self.base) : len(self.base) + DIGITS])
+        self.alphabet = sorted(seen)
+
+    @property
+    def radix(self) -> int:
+        return len(self.alphabet) + 1
+
+    def value(self, key: str) -> int:
+        """The key as an integer of DIGITS digits in base ``radix``: 0 where the key has
+        ended, else the number of alphabet characters up to its character (order kept)."""
+        tail = key[len(self.base) :] if key.startswith(self.base) else ""
+        v = 0
+        for i in range(DIGITS):
+            digit = bisect_right(self.alphabet, tail[i]) if i < len(tail) else 0
+            v = v * self.radix + digit
+        return v
+
+    def key(self, value: int) -> str:
+        """A key at ``value``: the common prefix and the characters the digits stand for."""
+        digits = []
+        for _ in range(DIGITS):
+            value, digit = divmod(value, self.radix)
+            digits.append(digit)
+        chars = []
+        for d in reversed(digits):
+            if not d:  # the key ends here
+                break
+            chars.append(self.alphabet[d - 1])
+        return self.base + "".join(chars)
+
+    @property
+    def top(self) -> int:
+        return self.radix**DIGITS
+
+
+def _list_range(
+    client: Any, bucket: str, prefix: str, part: _Range, max_pages: int, extra: dict
+) -> _Listed:  # extra holds MaxKeys
+    """The entries of one range, at most ``max_pages`` pages of them."""
+    entries: list[dict] = []
+    after, pages = part.after, 0
+    while True:
+        kwargs = {"StartAfter": after} if after else {}
+        answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **kwargs, **extra)
+        pages += 1
+        contents = answer.get("Contents", [])
+        for entry in contents:
+            if part.upto is not None and entry["Key"] > part.upto:
+                return _Listed(entries, None, pages)
+            entries.append(entry)
+        if not answer.get("IsTruncated") or not contents:
+            return _Listed(entries, None, pages)
+        after = contents[-1]["Key"]
+        if part.upto is not None and after == part.upto:
+            return _Listed(entries, None, pages)
+        if pages >= max_pages:
+            return _Listed(entries, after, pages)
+
+
+@dataclass
+class _Slot:
+    """A range in the queue, its listing, and whether its ``resume`` was already acted on."""
+
+    part: _Range
+    future: Future[_Listed]
+    handled: bool = False
+
+
+class _Density:
+    """Keys per unit of a :class:`KeySpace`'s values, from the ranges listed last."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[str, str, int]] = deque(maxlen=8)
+
+    def add(self, entries: list[dict]) -> None:
+        if len(entries) > 1:
+            self.recent.append((entries[0]["Key"], entries[-1]["Key"], len(entries) - 1))
+
+    def cuts(self, space: KeySpace, after: str, upto: str | None, n: int, keys: int) -> list[str]:
+        """Up to ``n`` cut points after ``after`` (and before ``upto``), ``keys`` keys apart
+        as the recent density predicts; none where it can't predict."""
+        width = sum(space.value(b) - space.value(a) for a, b, _ in self.recent)
+        count = sum(c for _, _, c in self.recent)
+        if width <= 0 or count <= 0:
+            return []
+        step = max(1, width * keys // count)
+        start = space.value(after)
+        end = space.value(upto) if upto is not None else space.top
+        found: list[str] = []
+        for i in range(1, n + 1):
+            at = start + i * step
+            if at >= end:
+                break
+            cut = space.key(at)
+            if cut <= (found[-1] if found else after) or (upto is not None and cut >= upto):
+                continue
+            found.append(cut)
+        return found
+
+
+def list_objects(
+    client: Any,
+    bucket: str,
+    prefix: str = "",
+    *,
+    workers: int | None = None,
+    range_pages: int = RANGE_PAGES,
+    page_size: int = PAGE,
+    **extra: Any,
+) -> Iterator[dict]:
+    """Every object under ``prefix`` (ListObjectsV2 entries), in key order, listed as several
+    key ranges at once once the prefix holds more than a page (``page_size`` keys, S3's
+    most by default). ``extra`` goes to every request (e.g. ``RequestPayer``). A consumer
+    that stops early stops the listing."""
+    workers = WORKERS if workers is None else workers
+    extra = {**extra, "MaxKeys": page_size}
+    with s3_errors(bucket, prefix):
+        first = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **extra)
+    contents = first.get("Contents", [])
+    yield from contents
+    if not first.get("IsTruncated") or not contents:
+        return
+    if workers <= 1:  # one page after another
+        after = contents[-1]["Key"]
+        while after is not None:
+            with s3_errors(bucket, prefix):
+                got = _list_range(client, bucket, prefix, _Range(after, None), 1, extra)
+            yield from got.entries
+            after = got.resume
+        return
+    space = KeySpace(prefix, contents[0]["Key"])
+    space.learn([e["Key"] for e in contents])
+    density = _Density()
+    density.add(contents)
+    cap, probe = range_pages + range_pages // 2, max(1, range_pages // 3)
+    queue: deque[_Slot] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") as pool:
+
+        def submit(parts: list[_Range], front: bool = False) -> None:
+            slots = [
+                _Slot(p, pool.submit(_list_range, client, bucket, prefix, p, pages, extra))
+                for p in parts
+                for pages in [probe if p.upto is None else cap]
+            ]
+            if front:
+                queue.extendleft(reversed(slots))
+            else:
+                queue.extend(slots)
+
+        def cut(after: str, upto: str | None, n: int) -> list[_Range]:
+            points = density.cuts(space, after, upto, n - 1, range_pages * page_size)
+            return [_Range(a, b) for a, b in zip([after, *points], [*points, upto], strict=True)]
+
+        burst = [2]  # ranges cut ahead at once, doubled as the prefix proves longer
+
+        def room() -> int:
+            return max(1, workers - len(queue))
+
+        def ahead() -> int:
+            n = min(burst[0], room())
+            burst[0] = min(workers, 2 * burst[0])
+            return n
+
+        def learn(got: _Listed) -> None:
+            space.learn([e["Key"] for e in got.entries])
+            density.add(got.entries)
+
+        def extend(slot: _Slot) -> None:
+            """The open range came back with more beyond it: cut that now, not when the
+            consumer reaches it, so the ranges ahead never run dry."""
+            got = slot.future.result()
+            slot.handled = True
+            learn(got)
+            if got.resume is not None:
+                slot.part = _Range(slot.part.after, got.resume)
+                submit(cut(got.resume, None, ahead()))
+
+        submit(cut(contents[-1]["Key"], None, ahead()))
+        try:
+            while queue:
+                front = queue[0]
+                while not front.future.done():
+                    tail = queue[-1]
+                    if tail is front or tail.handled or tail.part.upto is not None:
+                        wait([front.future])
+                        continue
+                    wait([front.future, tail.future], return_when=FIRST_COMPLETED)
+                    if tail.future.done() and tail.future.exception() is None:
+                        extend(tail)
+                queue.popleft()
+                with s3_errors(bucket, prefix):
+                    got = front.future.result()
+                yield from got.entries
+                if front.handled:
+                    continue
+                learn(got)
+                if got.resume is not None:  # more than predicted: cut the rest again
+                    n = room() if front.part.upto is not None else ahead()
+                    submit(cut(got.resume, front.part.upto, n), front=True)
+        finally:
+            for slot in queue:
+                slot.future.cancel()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -198,17 +198,21 @@ def list_objects(
     workers: int | None = None,
     range_pages: int = RANGE_PAGES,
     page_size: int = PAGE,
+    on_pages: Callable[[int], None] | None = None,
     **extra: Any,
 ) -> Iterator[dict]:
     """Every object under ``prefix`` (ListObjectsV2 entries), in key order, listed as several
     key ranges at once once the prefix holds more than a page (``page_size`` keys, S3's
     most by default). ``extra`` goes to every request (e.g. ``RequestPayer``). A consumer
-    that stops early stops the listing."""
+    that stops early stops the listing. ``on_pages(n)`` is told of the requests as their
+    entries are yielded (for a flow's request counts)."""
+    counted = on_pages or (lambda n: None)
     workers = WORKERS if workers is None else workers
     extra = {**extra, "MaxKeys": page_size}
     with s3_errors(bucket, prefix):
         first = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **extra)
     contents = first.get("Contents", [])
+    counted(1)
     yield from contents
     if not first.get("IsTruncated") or not contents:
         return
@@ -217,6 +221,7 @@ def list_objects(
         while after is not None:
             with s3_errors(bucket, prefix):
                 got = _list_range(client, bucket, prefix, _Range(after, None), 1, extra)
+            counted(got.pages)
             yield from got.entries
             after = got.resume
         return
@@ -282,6 +287,7 @@ def list_objects(
                 queue.popleft()
                 with s3_errors(bucket, prefix):
                     got = front.future.result()
+                counted(got.pages)
                 yield from got.entries
                 if front.handled:
                     continue

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import InputError, error_code
+from tasks.core.listing import PAGE, list_objects
 from tasks.core.status import PENDING, ObjectStatus
 from tasks.formats.ledger import LedgerWriter, escape_key, ledger_problem, read_ledger
 from tasks.restore.pricing import IT_ARCHIVE_TIERS, NEEDS_DAYS
@@ -243,29 +244,26 @@ def listed_batches(
             router.route(c, status, message)
         unknown.clear()
 
-    paginator = client.get_paginator("list_objects_v2")
     try:
-        for page in paginator.paginate(
-            Bucket=bucket, Prefix=prefix, OptionalObjectAttributes=["RestoreStatus"]
-        ):
-            for obj in page.get("Contents", ()):
-                inv.listed += 1
-                if obj["Key"].endswith("/") and obj["Size"] == 0:
-                    continue
-                if not keep(obj["Key"], filter_in, filter_out):
-                    continue
-                if keep_key is not None and not keep_key(obj["Key"]):
-                    continue
-                c = Candidate(obj["Key"], int(obj["Size"]), obj.get("StorageClass", "STANDARD"))
-                found = classify_listed(obj)
-                if found is None:
-                    unknown.append(c)
-                    if len(unknown) >= batch_size:
-                        resolve()
-                    continue
-                archive_class, status = found
-                router.route(Candidate(c.key, c.size, c.storage_class, archive_class), status)
-            yield from router.take()
+        for obj in list_objects(client, bucket, prefix, OptionalObjectAttributes=["RestoreStatus"]):
+            inv.listed += 1
+            if inv.listed % PAGE == 0:  # finished batches go on as the listing goes on
+                yield from router.take()
+            if obj["Key"].endswith("/") and obj["Size"] == 0:
+                continue
+            if not keep(obj["Key"], filter_in, filter_out):
+                continue
+            if keep_key is not None and not keep_key(obj["Key"]):
+                continue
+            c = Candidate(obj["Key"], int(obj["Size"]), obj.get("StorageClass", "STANDARD"))
+            found = classify_listed(obj)
+            if found is None:
+                unknown.append(c)
+                if len(unknown) >= batch_size:
+                    resolve()
+                continue
+            archive_class, status = found
+            router.route(Candidate(c.key, c.size, c.storage_class, archive_class), status)
         resolve()
     finally:
         router.close()

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import error_code, is_missing
+from tasks.core.listing import list_objects
 from tasks.core.sensor import Look
 from tasks.core.status import ObjectStatus
 from tasks.formats.ledger import escape_key, unescape_key
@@ -89,29 +90,34 @@ def poll_pending(
             seen_status = False
             with open(pending, encoding="utf-8") as f:
                 wanted = f.readline().rstrip("\n")
-                paginator = client.get_paginator("list_objects_v2")
-                for page in paginator.paginate(
-                    Bucket=bucket, Prefix=prefix, OptionalObjectAttributes=["RestoreStatus"]
+
+                def count(pages: int) -> None:
+                    poll.requests += pages
+
+                for obj in list_objects(
+                    client,
+                    bucket,
+                    prefix,
+                    on_pages=count,
+                    OptionalObjectAttributes=["RestoreStatus"],
                 ):
-                    poll.requests += 1
-                    for obj in page.get("Contents", ()):
-                        key = escape_key(obj["Key"])
-                        while wanted and wanted < key:
-                            to_head.append(unescape_key(wanted))  # not listed where expected
-                            wanted = f.readline().rstrip("\n")
-                        if not wanted or wanted != key:
-                            continue
-                        restore = obj.get("RestoreStatus")
-                        if restore is None:
-                            to_head.append(obj["Key"])
-                        else:
-                            seen_status = True
-                            if restore.get("IsRestoreInProgress"):
-                                poll.pending += 1
-                                still.write(wanted + "\n")
-                            else:
-                                poll.ready += 1
+                    key = escape_key(obj["Key"])
+                    while wanted and wanted < key:
+                        to_head.append(unescape_key(wanted))  # not listed where expected
                         wanted = f.readline().rstrip("\n")
+                    if not wanted or wanted != key:
+                        continue
+                    restore = obj.get("RestoreStatus")
+                    if restore is None:
+                        to_head.append(obj["Key"])
+                    else:
+                        seen_status = True
+                        if restore.get("IsRestoreInProgress"):
+                            poll.pending += 1
+                            still.write(wanted + "\n")
+                        else:
+                            poll.ready += 1
+                    wanted = f.readline().rstrip("\n")
                 while wanted:
                     to_head.append(unescape_key(wanted))
                     wanted = f.readline().rstrip("\n")

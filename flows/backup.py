@@ -110,7 +110,7 @@ def backup_bucket(
     s3 = s3_client(aws_credentials_block)
     # no HEAD of either bucket: reading their facts (four questions each, asked at once)
     # fails clearly on an unknown bucket, so an unchanged run costs those and two listings
-    announce_buckets(
+    _, backup_facts = announce_buckets(
         s3,
         [source, backup],
         "backup-bucket",
@@ -201,6 +201,7 @@ def backup_bucket(
                     storage_class,
                     multipart_threshold_mib * MIB,
                     aws_credentials_block,
+                    record_source=backup_facts.encryption.startswith("aws:kms"),
                 ),
                 work_items(),
                 parallel_batches,
@@ -259,9 +260,11 @@ class _Dispatch:
         storage_class: str,
         threshold: int,
         credentials_block: str | None,
+        record_source: bool = False,
     ) -> None:
         self.source, self.backup, self.storage_class = source, backup, storage_class
         self.threshold, self.credentials_block = threshold, credentials_block
+        self.record_source = record_source
 
     def submit(self, item: tuple[str, list]) -> Any:
         kind, batch = item
@@ -273,6 +276,7 @@ class _Dispatch:
                 self.storage_class,
                 self.threshold,
                 self.credentials_block,
+                self.record_source,
             )
         return backup_tasks.tag_batch.submit(batch, self.backup, self.credentials_block)
 

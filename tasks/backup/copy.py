@@ -40,6 +40,33 @@ class NoRoomForTagsError(ColdflowError):
     """An object already has S3's 10 tags: its deletion can't be tagged."""
 
 
+class CopyMismatchError(ColdflowError):
+    """S3's checksum of a copy differs from the source's: the copy is not the source."""
+
+
+def _full_object_checksums(answer: dict) -> dict[str, str]:
+    """``{"ChecksumCRC32": value, ...}`` of a HEAD or copy answer (full-object ones only: a
+    composite checksum of parts depends on how the object was cut)."""
+    if answer.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return {}
+    return {
+        k: str(v) for k, v in answer.items() if k.startswith("Checksum") and k != "ChecksumType"
+    }
+
+
+def check_copy(source_head: dict, copied: dict, where: str) -> None:
+    """Compare a copy's checksum (from S3's CopyObject answer) with the source's, for every
+    algorithm both have: a copy's bytes never pass the client, so this is what says that S3
+    wrote the source's bytes. Nothing to compare (no checksum on either side) is no error."""
+    theirs = _full_object_checksums(copied)
+    for name, value in _full_object_checksums(source_head).items():
+        if name in theirs and theirs[name] != value:
+            raise CopyMismatchError(
+                f"{where}: S3's {name[len('Checksum') :]} of the copy is {theirs[name]}, the "
+                f"source's {value}"
+            )
+
+
 def recorded_source_etag(head: dict) -> str:
     """The source ETag a backup copy recorded ('' for objects coldflow did not copy)."""
     return head.get("Metadata", {}).get(META_SOURCE_ETAG, "")
@@ -61,6 +88,7 @@ def copy_object(
     drop_tags: tuple[str, ...] = (),
     target_key: str | None = None,
     size: int | None = None,
+    record_source: bool = False,
 ) -> int:
     """Copy ``s3://source/key`` (as listed with ``etag`` and ``size``) to ``target``; returns
     its size.
@@ -69,12 +97,15 @@ def copy_object(
     (an MD5 ETag) of a known size is copied in one request, metadata and tags copied by S3:
     the copy's ETag is then the source's, which is the record later runs compare with.
     Otherwise (multipart sources, large objects, dropped tags, or a copy whose ETag came out
-    different, as with KMS) the source ETag and checksum are recorded in the copy's metadata.
+    different, as with KMS) the source ETag and checksum are recorded in the copy's metadata,
+    and the copy's checksum is compared with the source's. ``record_source`` goes that way
+    at once: where the target's default encryption is KMS, a copy's ETag is always its own.
     """
     target_key = target_key or key
     copy_source = {"Bucket": source, "Key": key}
     quick = (
-        size is not None
+        not record_source
+        and size is not None
         and size <= min(multipart_threshold, SINGLE_COPY_LIMIT)
         and not drop_tags
         and "-" not in etag
@@ -111,7 +142,7 @@ def copy_object(
         tag_args = {"TaggingDirective": "REPLACE", "Tagging": tagging}
     with s3_errors(target, target_key):
         if single:
-            s3.copy_object(
+            answer = s3.copy_object(
                 Bucket=target,
                 Key=target_key,
                 CopySource=copy_source,
@@ -120,6 +151,7 @@ def copy_object(
                 **tag_args,
                 **extra,
             )
+            check_copy(head, answer.get("CopyObjectResult", {}), f"s3://{target}/{target_key}")
             return size
         upload = s3.create_multipart_upload(
             Bucket=target, Key=target_key, Tagging=tag_args["Tagging"], **extra

@@ -40,8 +40,11 @@ def copy_batch(
     storage_class: str,
     multipart_threshold: int,
     credentials_block: str | None,
+    record_source: bool = False,
 ) -> dict[str, Any]:
     """Copy (or check, or untag) each entry; per-object failures are counted, never raised.
+    ``record_source``: the backup bucket's copies get ETags of their own (KMS), so each copy
+    records its source's ETag at once (see :func:`copy_object`).
 
     Returns counts (copied, unchanged, untagged, failed), bytes_copied, a sample of failures
     and the keys whose deletion tags were removed.
@@ -74,6 +77,7 @@ def copy_batch(
                 storage_class,
                 multipart_threshold,
                 size=entry["size"],
+                record_source=record_source,
             )
             return entry, "copied", size, ""
         except Exception as exc:

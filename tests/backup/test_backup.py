@@ -267,8 +267,12 @@ def test_sse_kms_buckets_and_a_versioned_source(buckets, loopback, tmp_path):
     s3.put_bucket_versioning(Bucket=SRC, VersioningConfiguration={"Status": "Enabled"})
     for k in KEYS:
         put(s3, k, b"v1 " + k.encode())
+    loopback.clear_faults()
     first = run()
     assert first["copied"] == len(KEYS)
+    # the backup bucket's facts say KMS: one CopyObject per object, recording its source's
+    # ETag and checked against the source's checksum (no copy first tried for a same ETag)
+    assert loopback.request_counts["PutObject"] == len(KEYS)
     assert run()["unchanged"] == len(KEYS)  # nothing copied again
     put(s3, KEYS[0], b"v2 " + KEYS[0].encode())  # same size
     s3.delete_object(Bucket=SRC, Key=KEYS[1])  # a delete marker
@@ -311,3 +315,42 @@ def test_restore_bucket_between_sse_kms_buckets(buckets, loopback):
         found = s3.get_object(Bucket=NEW, Key=k)
         assert found["Body"].read() == s3.get_object(Bucket=SRC, Key=k)["Body"].read(), k
         assert found["ServerSideEncryption"] == "aws:kms"
+
+
+def test_a_copy_whose_checksum_differs_from_the_sources_fails(buckets, loopback):
+    """A copy's bytes never pass the client: S3's checksum of the copy, compared with the
+    source's, is what says the copy is the source. A copy S3 reports with another checksum
+    fails its object (the others are backed up) and the run fails."""
+    import re
+
+    s3 = buckets
+    s3.put_bucket_encryption(Bucket=BAK, ServerSideEncryptionConfiguration=KMS_DEFAULT)
+    put(s3, "good.txt", b"good")
+    put(s3, "bad.txt", b"bad!")
+
+    def corrupt(request, environ, start_response):
+        if request.bucket != BAK or request.key != "bad.txt":
+            return None
+        if not request.headers.get("x-amz-copy-source"):
+            return None
+        seen: dict = {}
+
+        def capture(status, headers, exc_info=None):
+            seen["status"], seen["headers"] = status, headers
+
+        body = b"".join(loopback.injector.serve(request, environ, capture))
+        body = re.sub(rb"<ChecksumCRC32>[^<]*<", b"<ChecksumCRC32>AAAAAA==<", body)
+        start_response(
+            seen["status"],
+            [
+                (k, str(len(body)) if k.lower() == "content-length" else v)
+                for k, v in seen["headers"]
+            ],
+        )
+        return [body]
+
+    loopback.injector.responders.append(corrupt)
+    with pytest.raises(BackupFailedError, match="1 objects not backed up") as failed:
+        run()
+    assert "CRC32 of the copy is AAAAAA==" in str(failed.value)
+    assert s3.get_object(Bucket=BAK, Key="good.txt")["Body"].read() == b"good"

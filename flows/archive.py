@@ -158,6 +158,11 @@ def _delete(work: PlateWork, recorded, result: PlateResult) -> None:
             f" (delete markers: {outcome.deleted_bytes:,} bytes stay billed as noncurrent "
             "versions until a lifecycle rule expires them)"
         )
+        if work.settings.object_lock != "off":
+            result.message += (
+                f"; the bucket has Object Lock ({work.settings.object_lock}): versions under "
+                "retention or legal hold remain until their lock ends"
+            )
     elif outcome.versioned:
         result.message += " (the archived versions, by VersionId)"
     if outcome.noncurrent:
@@ -302,7 +307,12 @@ def archive_plates(
             bucket,
             versioned_delete,
         )
-    settings = replace(settings, bucket_versioning=versioning, versioned_delete=versioned_delete)
+    settings = replace(
+        settings,
+        bucket_versioning=versioning,
+        versioned_delete=versioned_delete,
+        object_lock=found[0].object_lock,
+    )
     log.info(
         "%d plates of %s/%s: s3://%s -> s3://%s (%s)%s",
         len(plates),

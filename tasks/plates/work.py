@@ -42,6 +42,8 @@ class PlateSettings:
     # the live bucket's versioning ("Enabled", "Suspended", None) and what deleting means there
     bucket_versioning: str | None = None
     versioned_delete: VersionedDelete | None = None
+    #: The live bucket's Object Lock as its facts say ("off", "on", "on (COMPLIANCE 30 days)").
+    object_lock: str = "off"
     credentials_block: str | None = None
     layout: Layout = field(default_factory=lambda: CELLPAINTING)
     progress_key: str | None = None  # the run's progress tracker (tasks/archive/progress.py)

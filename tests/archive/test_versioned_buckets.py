@@ -169,3 +169,19 @@ def test_purge_never_deletes_a_version_under_legal_hold_or_retention(
     assert "(legal hold)" in row["message"]
     assert f"(COMPLIANCE until {until.year}-" in row["message"]
     assert set(source_keys(s3)) == {held, retained}
+
+
+def test_delete_marker_on_a_locked_bucket_places_markers_and_says_the_locked_versions_remain(
+    s3, seed, plates_csv, tmp_path
+):
+    s3.delete_bucket(Bucket=LIVE)
+    s3.create_bucket(Bucket=LIVE, ObjectLockEnabledForBucket=True)  # versioned, lockable
+    originals = seed(SPACED)
+    held = sorted(originals)[0]
+    s3.put_object_legal_hold(Bucket=LIVE, Key=held, LegalHold={"Status": "ON"})
+    (row,) = run(plates_csv(SPACED), tmp_path, delete_source=True, versioned_delete="delete-marker")
+    assert row["status"] == "archived" and row["deleted"] == len(originals), row["message"]
+    assert "Object Lock (on)" in row["message"] and "remain until their lock ends" in row["message"]
+    after, markers = versions(s3)
+    assert sorted(markers) == sorted(originals)  # S3 places a marker over a held version too
+    assert {k for k, _ in after} == set(originals)  # every version, the held one included

@@ -10,12 +10,15 @@ anything about the keys:
 2. From the keys seen so far it learns an alphabet and the keys' density, and cuts the rest of
    the key space ahead into ranges of about ``range_pages`` pages each (interpolating between
    keys, so cuts fall between the keys it expects, not at fixed characters).
-3. ``workers`` ranges are listed at once; each stops at its upper bound, or after
-   ``2 * range_pages`` pages (what is left of it is cut again). The last range is open-ended
-   and is cut again when it comes back.
+3. Up to ``workers`` ranges are listed at once; each stops at its upper bound, or after
+   1.5 ``range_pages`` pages (what is left of it is cut again, shorter ranges first). The
+   last range is open-ended, a probe of two pages: as soon as it comes back with more beyond
+   it, the space beyond is cut too (4 ranges, then 8, up to ``workers``), so a short prefix
+   is not cut into ranges past its end and a long one keeps every worker busy.
 4. Entries are yielded range by range, so in key order (UTF-8 byte order, which is code point
-   order and how S3 sorts). Only ranges in flight hold pages: memory is bounded by
-   ``workers * 2 * range_pages`` pages, whatever the prefix holds.
+   order and how S3 sorts). A range listed ahead of the consumer waits in a temporary file,
+   a page at a time, so memory holds the pages in flight (``workers``) and the one being
+   read, whatever the prefix holds; entries keep only the fields flows read.
 
 The cuts only decide speed, never what is listed: ranges are ``(after, upto]`` intervals of
 strings that together cover everything after the first page, so every key lands in exactly
@@ -26,12 +29,14 @@ range's last page is short) and an empty request where a cut lands past the last
 from __future__ import annotations
 
 import os
+import pickle
+import tempfile
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 from tasks.core.errors import s3_errors
 
@@ -40,9 +45,11 @@ __all__ = ["KeySpace", "list_objects"]
 #: Keys per page (the API's maximum).
 PAGE = 1000
 #: Ranges listed at once (``COLDFLOW_LIST_WORKERS`` overrides).
-WORKERS = int(os.environ.get("COLDFLOW_LIST_WORKERS", "16"))
+WORKERS = int(os.environ.get("COLDFLOW_LIST_WORKERS", "24"))
 #: Pages a range is cut to hold.
 RANGE_PAGES = 6
+#: What flows read of a listed object; the rest of botocore's entry is dropped.
+FIELDS = ("Key", "Size", "ETag", "LastModified", "StorageClass", "RestoreStatus")
 #: Positions after the common prefix that interpolation looks at.
 DIGITS = 12
 #: Characters of the common prefix counted as digits too.
@@ -59,9 +66,23 @@ class _Range:
 
 @dataclass
 class _Listed:
-    entries: list[dict]
+    spool: IO[bytes]  # pickled pages of entries
+    count: int
     resume: str | None  # listing stopped early: the rest is (resume, upto]
     pages: int
+    sample: list[str] = field(default_factory=list)  # the first, every 50th, the last key
+
+    def pages_of(self) -> Iterator[list[dict]]:
+        """The spooled pages, in order; the spool is closed once read."""
+        try:
+            self.spool.seek(0)
+            while True:
+                try:
+                    yield pickle.load(self.spool)
+                except EOFError:
+                    return
+        finally:
+            self.spool.close()
 
 
 class KeySpace:
@@ -127,26 +148,48 @@ class KeySpace:
 
 def _list_range(
     client: Any, bucket: str, prefix: str, part: _Range, max_pages: int, extra: dict
-) -> _Listed:  # extra holds MaxKeys
-    """The entries of one range, at most ``max_pages`` pages of them."""
-    entries: list[dict] = []
-    after, pages = part.after, 0
-    while True:
-        kwargs = {"StartAfter": after} if after else {}
-        answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **kwargs, **extra)
-        pages += 1
-        contents = answer.get("Contents", [])
-        for entry in contents:
-            if part.upto is not None and entry["Key"] > part.upto:
-                return _Listed(entries, None, pages)
-            entries.append(entry)
-        if not answer.get("IsTruncated") or not contents:
-            return _Listed(entries, None, pages)
-        after = contents[-1]["Key"]
-        if part.upto is not None and after == part.upto:
-            return _Listed(entries, None, pages)
-        if pages >= max_pages:
-            return _Listed(entries, after, pages)
+) -> _Listed:
+    """The entries of one range, at most ``max_pages`` pages of them, spooled to a temporary
+    file page by page: a range listed ahead of the consumer waits there, not in memory.
+    Entries keep only the fields flows read."""
+    spool = tempfile.TemporaryFile(prefix="coldflow-listing-")  # noqa: SIM115 (closed by its reader)
+    count, after, pages = 0, part.after, 0
+
+    sample: list[str] = []
+    last = [""]
+
+    def done(resume: str | None) -> _Listed:
+        return _Listed(spool, count, resume, pages, sample)
+
+    try:
+        while True:
+            kwargs = {"StartAfter": after} if after else {}
+            answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **kwargs, **extra)
+            pages += 1
+            contents = answer.get("Contents", [])
+            kept = [
+                {k: e[k] for k in FIELDS if k in e}
+                for e in contents
+                if part.upto is None or e["Key"] <= part.upto
+            ]
+            if kept:
+                pickle.dump(kept, spool, protocol=pickle.HIGHEST_PROTOCOL)
+                count += len(kept)
+                if sample and sample[-1] == last[0]:
+                    sample.pop()
+                sample.extend(e["Key"] for e in kept[::50])
+                sample.append(kept[-1]["Key"])
+                last[0] = kept[-1]["Key"]
+            if len(kept) < len(contents) or not answer.get("IsTruncated") or not contents:
+                return done(None)
+            after = contents[-1]["Key"]
+            if part.upto is not None and after == part.upto:
+                return done(None)
+            if pages >= max_pages:
+                return done(after)
+    except BaseException:
+        spool.close()
+        raise
 
 
 @dataclass
@@ -164,23 +207,22 @@ class _Density:
     def __init__(self) -> None:
         self.recent: deque[tuple[str, str, int]] = deque(maxlen=8)
 
-    def add(self, entries: list[dict]) -> None:
-        if len(entries) > 1:
-            self.recent.append((entries[0]["Key"], entries[-1]["Key"], len(entries) - 1))
+    def add(self, first: str, last: str, count: int) -> None:
+        if count > 1:
+            self.recent.append((first, last, count - 1))
 
-    def cuts(self, space: KeySpace, after: str, upto: str | None, n: int, keys: int) -> list[str]:
-        """Up to ``n`` cut points after ``after`` (and before ``upto``), ``keys`` keys apart
-        as the recent density predicts; none where it can't predict."""
+    def cuts(self, space: KeySpace, after: str, upto: str | None, sizes: list[int]) -> list[str]:
+        """Cut points after ``after`` (and before ``upto``), ranges of ``sizes`` keys each as
+        the recent density predicts (the last range is left open); none where it can't."""
         width = sum(space.value(b) - space.value(a) for a, b, _ in self.recent)
         count = sum(c for _, _, c in self.recent)
         if width <= 0 or count <= 0:
             return []
-        step = max(1, width * keys // count)
-        start = space.value(after)
+        at = space.value(after)
         end = space.value(upto) if upto is not None else space.top
         found: list[str] = []
-        for i in range(1, n + 1):
-            at = start + i * step
+        for size in sizes[:-1]:
+            at += max(1, width * size // count)
             if at >= end:
                 break
             cut = space.key(at)
@@ -218,17 +260,21 @@ def list_objects(
         return
     if workers <= 1:  # one page after another
         after = contents[-1]["Key"]
-        while after is not None:
+        while True:
             with s3_errors(bucket, prefix):
-                got = _list_range(client, bucket, prefix, _Range(after, None), 1, extra)
-            counted(got.pages)
-            yield from got.entries
-            after = got.resume
-        return
+                answer = client.list_objects_v2(
+                    Bucket=bucket, Prefix=prefix, StartAfter=after, **extra
+                )
+            counted(1)
+            page = answer.get("Contents", [])
+            yield from page
+            if not answer.get("IsTruncated") or not page:
+                return
+            after = page[-1]["Key"]
     space = KeySpace(prefix, contents[0]["Key"])
     space.learn([e["Key"] for e in contents])
     density = _Density()
-    density.add(contents)
+    density.add(contents[0]["Key"], contents[-1]["Key"], len(contents))
     cap, probe = range_pages + range_pages // 2, max(1, range_pages // 3)
     queue: deque[_Slot] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") as pool:
@@ -244,11 +290,14 @@ def list_objects(
             else:
                 queue.extend(slots)
 
-        def cut(after: str, upto: str | None, n: int) -> list[_Range]:
-            points = density.cuts(space, after, upto, n - 1, range_pages * page_size)
+        def cut(after: str, upto: str | None, n: int, ramp: bool = False) -> list[_Range]:
+            """``n`` ranges; with ``ramp`` (just after the consumer) the first ones shorter,
+            so the range the consumer waits on next is back soon."""
+            pages = [min(range_pages, 1 + i) if ramp else range_pages for i in range(n)]
+            points = density.cuts(space, after, upto, [p * page_size for p in pages])
             return [_Range(a, b) for a, b in zip([after, *points], [*points, upto], strict=True)]
 
-        burst = [2]  # ranges cut ahead at once, doubled as the prefix proves longer
+        burst = [4]  # ranges cut ahead at once, doubled as the prefix proves longer
 
         def room() -> int:
             return max(1, workers - len(queue))
@@ -259,8 +308,9 @@ def list_objects(
             return n
 
         def learn(got: _Listed) -> None:
-            space.learn([e["Key"] for e in got.entries])
-            density.add(got.entries)
+            if got.sample:
+                space.learn(got.sample)
+                density.add(got.sample[0], got.sample[-1], got.count)
 
         def extend(slot: _Slot) -> None:
             """The open range came back with more beyond it: cut that now, not when the
@@ -272,7 +322,7 @@ def list_objects(
                 slot.part = _Range(slot.part.after, got.resume)
                 submit(cut(got.resume, None, ahead()))
 
-        submit(cut(contents[-1]["Key"], None, ahead()))
+        submit(cut(contents[-1]["Key"], None, ahead(), ramp=True))
         try:
             while queue:
                 front = queue[0]
@@ -288,13 +338,17 @@ def list_objects(
                 with s3_errors(bucket, prefix):
                     got = front.future.result()
                 counted(got.pages)
-                yield from got.entries
+                for page in got.pages_of():
+                    yield from page
                 if front.handled:
                     continue
                 learn(got)
                 if got.resume is not None:  # more than predicted: cut the rest again
                     n = room() if front.part.upto is not None else ahead()
-                    submit(cut(got.resume, front.part.upto, n), front=True)
+                    submit(cut(got.resume, front.part.upto, n, ramp=True), front=True)
         finally:
             for slot in queue:
                 slot.future.cancel()
+            for slot in queue:  # spools of ranges listed but never read
+                if not slot.future.cancelled() and slot.future.exception() is None:
+                    slot.future.result().spool.close()

@@ -1,6 +1,7 @@
 """Bucket backup: backup_bucket against `aws s3 sync` and `rclone sync` (server-side copies).
 
     python -m bench.backup_bench [--objects 10000] [--runs 3] [--unchanged-repeats 3]
+    python -m bench.backup_bench --unchanged-only --objects 100000 --runs 1 --dilation 40
 
 On one loopback endpoint in a process of its own, each tool backs up the same source
 bucket of ``--objects`` small objects into a fresh bucket of its own (first full backup,
@@ -12,6 +13,11 @@ tools take turns for ``--runs`` rounds (the bucket is dropped after each, so the
 holds the same number of objects every time); medians are reported. backup_bucket runs in
 a fresh process against a Prefect server in a process of its own, as in production. rclone
 is skipped when it is not installed (apt-get install rclone).
+
+``--unchanged-only`` measures the unchanged run alone, on buckets too large to back up first
+on the model: the backup bucket is seeded with the same objects (same bytes, so the same
+ETags, and newer), and `backup_bucket`, `compare_buckets` and `aws s3 sync` each list both
+buckets and find nothing to do.
 """
 
 from __future__ import annotations
@@ -100,13 +106,73 @@ def coldflow_sync(url: str, target: str) -> None:
     )
 
 
+def coldflow_compare(url: str, target: str) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from flows.backup import compare_buckets; "
+            f"r = compare_buckets({SOURCE!r}, {target!r}); "
+            "assert r['missing'] == r['differing'] == r['extra'] == 0, r",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def unchanged_only(args: argparse.Namespace) -> int:
+    """The unchanged run of each tool on a backup bucket seeded with the source's objects."""
+    tools = {
+        "backup_bucket": coldflow_sync,
+        "compare_buckets": coldflow_compare,
+        "aws s3 sync": aws_sync,
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in tools}
+    with (
+        endpoint_process(own_cpu=(os.cpu_count() or 1) > 1, **model_of(args)) as url,
+        tempfile.TemporaryDirectory() as tmp,
+        prefect_server_process(Path(tmp) / "prefect"),
+    ):
+        s3 = boto3.client("s3")
+        target = "bench-backup-seeded"
+        for bucket in (SOURCE, target):
+            s3.create_bucket(Bucket=bucket)
+            bulk_put(url, bucket, "data/", args.objects, "STANDARD")
+        for i in range(args.runs):
+            for name, tool in tools.items():
+                reset_counts(url)
+                t = time.monotonic()
+                tool(url, target)
+                seconds[name].append(round(time.monotonic() - t, 2))
+                sent = counts(url)
+                copies = sent.get("PutObject", 0)
+                print(
+                    f"run {i + 1} {name:<16} {seconds[name][-1]:8.2f} s  "
+                    f"{sent.get('ListObjects', 0)} listings, {copies} writes",
+                    flush=True,
+                )
+                if copies:
+                    raise SystemExit(f"{name} wrote to an unchanged bucket")
+    base = median(seconds["aws s3 sync"])
+    report = {"objects": args.objects, "dilation": args.dilation, "unchanged": {}}
+    for name, runs in seconds.items():
+        m = median(runs)
+        report["unchanged"][name] = {"median_s": m, "x_aws": round(base / m, 2), "runs": runs}
+        print(f"{name:<16} median {m:8.2f} s  {base / m:5.2f}x aws s3 sync")
+    print(f"saved {save('backup-unchanged', report)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--unchanged-repeats", type=int, default=3)
+    ap.add_argument("--unchanged-only", action="store_true")
     add_model_arguments(ap, "write")
     args = ap.parse_args(argv)
+    if args.unchanged_only:
+        return unchanged_only(args)
     tools = {"backup_bucket": coldflow_sync, "aws s3 sync": aws_sync}
     if shutil.which("rclone"):
         tools["rclone sync"] = rclone_sync

@@ -7,6 +7,10 @@ prefix of ``--keys`` keys is listed by each tool in turn, ``--runs`` rounds. Rep
 median seconds, speed-up over the paginator, ListObjects requests and their ratio to the
 serial listing's pages, and whether the entries (keys, sizes, ETags) and their order are
 identical to the paginator's.
+
+``--simulate SECONDS`` measures the cutting alone: an in-process stand-in for ListObjectsV2
+over sorted keys, every page taking exactly SECONDS, no endpoint (so neither its CPU nor the
+model's latency tail decides); serial time is pages × SECONDS.
 """
 
 from __future__ import annotations
@@ -44,13 +48,56 @@ def parallel(s3, workers: int) -> list[tuple]:
     ]
 
 
+class _Pages:
+    """ListObjectsV2 over a sorted key list, each page taking ``latency`` seconds."""
+
+    def __init__(self, keys: list[str], latency: float) -> None:
+        self.keys, self.latency, self.requests = keys, latency, 0
+
+    def list_objects_v2(self, Bucket: str, Prefix: str, MaxKeys: int, StartAfter: str = ""):
+        import bisect
+
+        time.sleep(self.latency)
+        self.requests += 1
+        i = bisect.bisect_right(self.keys, StartAfter) if StartAfter else 0
+        page = self.keys[i : i + MaxKeys]
+        return {
+            "Contents": [{"Key": k, "Size": 1, "ETag": '"x"'} for k in page],
+            "IsTruncated": i + MaxKeys < len(self.keys),
+        }
+
+
+def simulate(keys: int, latency: float, workers: int) -> None:
+    import hashlib
+
+    shapes = {
+        "counted": [f"{PREFIX}{i:07d}" for i in range(keys)],
+        "hashed": sorted(PREFIX + hashlib.sha1(str(i).encode()).hexdigest() for i in range(keys)),
+    }
+    pages = -(-keys // 1000)
+    for shape, names in shapes.items():
+        client = _Pages(names, latency)
+        t = time.monotonic()
+        got = [o["Key"] for o in list_objects(client, BUCKET, PREFIX, workers=workers)]
+        seconds = time.monotonic() - t
+        assert got == names
+        print(
+            f"{shape:8s} {keys} keys: {pages * latency / seconds:5.1f}x one page after another, "
+            f"{client.requests / pages:.3f} requests per serial page"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=24)
+    ap.add_argument("--simulate", type=float, metavar="SECONDS")
     add_model_arguments(ap, "list")
     args = ap.parse_args()
+    if args.simulate:
+        simulate(args.keys, args.simulate, args.workers)
+        return
     with endpoint_process(own_cpu=(os.cpu_count() or 1) > 1, **model_of(args)) as url:
         s3 = boto3.client("s3", endpoint_url=url, config=Config(max_pool_connections=64))
         s3.create_bucket(Bucket=BUCKET)

@@ -216,6 +216,20 @@ def fill_disk(filler: Path, leave: int = 64 * 1024) -> None:
             left -= f.write(b"\0" * min(left, 1 << 20))
 
 
+def nth(n: int, match: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A request predicate for :func:`kill_child_at`: true at the ``n``-th request that
+    ``match`` accepts."""
+    seen = [0]
+
+    def at(request: Any) -> bool:
+        if not match(request):
+            return False
+        seen[0] += 1
+        return seen[0] == n
+
+    return at
+
+
 def kill_child_at(
     loopback: LoopbackS3,
     script: str,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import kill_child_at
+from conftest import kill_child_at, nth
 
 from flows.backup import _ledger_key, backup_bucket
 from tasks.formats.ledger import escape_key
@@ -40,27 +40,15 @@ def kind(request) -> str:
     return "ledger" if request.key == _ledger_key("") else "other"
 
 
-def nth(n: int, what: str):
-    seen = [0]
-
-    def at(request) -> bool:
-        if kind(request) != what:
-            return False
-        seen[0] += 1
-        return seen[0] == n
-
-    return at
-
-
 def kind_of_stage(stage: str) -> str:
     return "copy" if stage.startswith("copy") else "ledger"
 
 
 STAGES = {
-    "copy-not-served": ("copy", nth(20, "copy"), False),
-    "copy-served": ("copy", nth(20, "copy"), True),
-    "tag-served": ("delete", nth(2, "tag"), True),
-    "before-ledger": ("delete", nth(1, "ledger"), False),
+    "copy-not-served": ("copy", lambda: nth(20, lambda r: kind(r) == "copy"), False),
+    "copy-served": ("copy", lambda: nth(20, lambda r: kind(r) == "copy"), True),
+    "tag-served": ("delete", lambda: nth(2, lambda r: kind(r) == "tag"), True),
+    "before-ledger": ("delete", lambda: nth(1, lambda r: kind(r) == "ledger"), False),
 }
 
 
@@ -73,7 +61,8 @@ def test_backup_killed_then_rerun_loses_nothing_and_copies_nothing_twice(
     bodies = {f"plate {i:02d}/ünï+{i}.bin": f"body {i}".encode() * (i + 1) for i in range(N)}
     for key, body in bodies.items():
         s3.put_object(Bucket=SRC, Key=key, Body=body)
-    when, at, served = STAGES[stage]
+    when, make, served = STAGES[stage]
+    at = make()  # a fresh count for every run
     gone = sorted(bodies)[::6]
     if when == "delete":  # a full backup, then deletions in the source to tag
         backup_bucket(SRC, BAK, work_dir=str(tmp_path))

@@ -6,7 +6,7 @@ created twice where S3 would charge for it (a Batch Operations job).
 from __future__ import annotations
 
 import pytest
-from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, kill_child_at
+from conftest import BATCH, COLD, LIVE, PROJECT, SPACED, kill_child_at, nth
 
 from flows.archive import archive_plates
 from flows.batch_restore import bulk_restore
@@ -31,19 +31,6 @@ from flows.batch_restore import bulk_restore
 bucket, prefix, work = sys.argv[1:]
 bulk_restore(bucket, prefix, work_dir=work, poll_interval=0.1, max_poll_interval=0.5)
 """
-
-
-def nth(n: int, match):
-    """True at the ``n``-th request that ``match`` accepts."""
-    seen = [0]
-
-    def at(request) -> bool:
-        if not match(request):
-            return False
-        seen[0] += 1
-        return seen[0] == n
-
-    return at
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from collections import Counter
 
 import boto3
 import pytest
-from conftest import COLD, kill_child_at
+from conftest import COLD, kill_child_at, nth
 from test_thaw import FAST, VAULT, archive_ids, body_of
 
 from flows.vault import thaw_vault_archives
@@ -33,29 +33,16 @@ thaw_vault_archives(vault, bucket, archives=dict(zip(pairs[::2], pairs[1::2])),
 """
 
 
-def nth(n: int, match):
-    """True at the ``n``-th request that ``match`` accepts."""
-    seen = [0]
-
-    def at(request) -> bool:
-        if not match(request):
-            return False
-        seen[0] += 1
-        return seen[0] == n
-
-    return at
-
-
 STAGES = {
     # every job started, none copied yet
-    "waiting": (nth(1, lambda r: r.operation == "Glacier:DescribeJob"), False),
+    "waiting": (lambda: nth(1, lambda r: r.operation == "Glacier:DescribeJob"), False),
     # the small archive is copied; the big one has a part up and dies at its second
     "mid-copy": (
-        nth(2, lambda r: r.operation == "MultipartPut" and r.key.endswith("big.bin")),
+        lambda: nth(2, lambda r: r.operation == "MultipartPut" and r.key.endswith("big.bin")),
         False,
     ),
     # both copied and verified; the first archive is deleted, the answer finds nobody
-    "mid-delete": (nth(1, lambda r: r.operation == "Glacier:DeleteArchive"), True),
+    "mid-delete": (lambda: nth(1, lambda r: r.operation == "Glacier:DeleteArchive"), True),
 }
 
 
@@ -78,7 +65,8 @@ def test_thaw_killed_then_rerun_loses_nothing_and_copies_nothing_twice(s3, loopb
         return None
 
     loopback.injector.responders.insert(0, record)
-    at, served = STAGES[stage]
+    make, served = STAGES[stage]
+    at = make()  # a fresh count for every run
     pairs = [x for pair in ids.items() for x in pair]
     kill_child_at(loopback, SCRIPT, [VAULT, COLD, *pairs], at, served=served)
     loopback.injector.responders.insert(0, record)  # the kill cleared the responders

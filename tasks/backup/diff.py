@@ -59,9 +59,9 @@ class Passed:
 def listed(
     client: Any, bucket: str, prefix: str, passed: Passed | None = None, **kwargs: Any
 ) -> Iterator[Listed]:
-    """Every object under ``prefix`` but coldflow's own, a few pages in memory at a time (the
-    next ones are fetched while this one is compared); ``passed`` follows the listing."""
-    for obj in iter_objects(client, bucket, prefix, ahead=True, **kwargs):
+    """Every object under ``prefix`` but coldflow's own, in key order (listed by key ranges
+    ahead of the comparison, memory bounded); ``passed`` follows the listing."""
+    for obj in iter_objects(client, bucket, prefix, **kwargs):
         key = obj["Key"]
         if passed is not None:
             passed.last = key

@@ -153,13 +153,11 @@ def _list_range(
     file page by page: a range listed ahead of the consumer waits there, not in memory.
     Entries keep only the fields flows read."""
     spool = tempfile.TemporaryFile(prefix="coldflow-listing-")  # noqa: SIM115 (closed by its reader)
-    count, after, pages = 0, part.after, 0
-
-    sample: list[str] = []
-    last = [""]
+    count, after, pages, last = 0, part.after, 0, ""
+    sample: list[str] = []  # every 50th key
 
     def done(resume: str | None) -> _Listed:
-        return _Listed(spool, count, resume, pages, sample)
+        return _Listed(spool, count, resume, pages, [*sample, last] if count else [])
 
     try:
         while True:
@@ -175,11 +173,8 @@ def _list_range(
             if kept:
                 pickle.dump(kept, spool, protocol=pickle.HIGHEST_PROTOCOL)
                 count += len(kept)
-                if sample and sample[-1] == last[0]:
-                    sample.pop()
                 sample.extend(e["Key"] for e in kept[::50])
-                sample.append(kept[-1]["Key"])
-                last[0] = kept[-1]["Key"]
+                last = kept[-1]["Key"]
             if len(kept) < len(contents) or not answer.get("IsTruncated") or not contents:
                 return done(None)
             after = contents[-1]["Key"]
@@ -248,6 +243,9 @@ def list_objects(
     most by default). ``extra`` goes to every request (e.g. ``RequestPayer``). A consumer
     that stops early stops the listing. ``on_pages(n)`` is told of the requests as their
     entries are yielded (for a flow's request counts)."""
+    unsupported = extra.keys() & {"StartAfter", "Delimiter", "ContinuationToken"}
+    if unsupported:  # ranges are cut from the whole prefix, and carry no common prefixes
+        raise TypeError(f"list_objects lists whole prefixes; {sorted(unsupported)} not taken")
     counted = on_pages or (lambda n: None)
     workers = WORKERS if workers is None else workers
     extra = {**extra, "MaxKeys": page_size}
@@ -314,9 +312,12 @@ def list_objects(
 
         def extend(slot: _Slot) -> None:
             """The open range came back with more beyond it: cut that now, not when the
-            consumer reaches it, so the ranges ahead never run dry."""
-            got = slot.future.result()
+            consumer reaches it, so the ranges ahead never run dry. A range that failed is
+            left for the consumer, who raises its error on reaching it."""
             slot.handled = True
+            if slot.future.exception() is not None:
+                return
+            got = slot.future.result()
             learn(got)
             if got.resume is not None:
                 slot.part = _Range(slot.part.after, got.resume)
@@ -332,7 +333,7 @@ def list_objects(
                         wait([front.future])
                         continue
                     wait([front.future, tail.future], return_when=FIRST_COMPLETED)
-                    if tail.future.done() and tail.future.exception() is None:
+                    if tail.future.done():
                         extend(tail)
                 queue.popleft()
                 with s3_errors(bucket, prefix):

@@ -13,7 +13,6 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from tasks.core.clients import s3_client
-from tasks.core.concurrency import prefetch
 from tasks.core.errors import BucketNotFoundError, http_status, is_missing, s3_errors
 from tasks.core.listing import list_objects
 
@@ -93,20 +92,11 @@ def check_bucket(client: Any, bucket: str) -> None:
         raise
 
 
-def iter_objects(
-    client: Any, bucket: str, prefix: str, ahead: bool = False, **kwargs: Any
-) -> Iterator[dict]:
-    """Every object under a prefix, in key order. A prefix of more than a page is listed as
-    several key ranges at once (:func:`tasks.core.listing.list_objects`: threads of its own
-    list ahead while the caller works, memory bounded); with ``StartAfter`` or a delimiter,
-    one page after another, the next two fetched ahead with ``ahead``."""
-    if not kwargs.keys() & {"StartAfter", "Delimiter", "ContinuationToken"}:
-        yield from list_objects(client, bucket, prefix, **kwargs)
-        return
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **kwargs)
-    with s3_errors(bucket, prefix):
-        for page in prefetch(pages) if ahead else pages:
-            yield from page.get("Contents", ())
+def iter_objects(client: Any, bucket: str, prefix: str, **kwargs: Any) -> Iterator[dict]:
+    """Every object under a prefix, in key order: a prefix of more than a page is listed as
+    several key ranges at once (:func:`tasks.core.listing.list_objects`, whose threads list
+    ahead while the caller works, memory bounded). ``kwargs`` go to every request."""
+    return list_objects(client, bucket, prefix, **kwargs)
 
 
 def head(client: Any, bucket: str, key: str) -> dict | None:

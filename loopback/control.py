@@ -6,6 +6,8 @@ seeding straight into moto's store.
 throttled ones as ``SlowDown:<operation>``), ``POST /_loopback/counts/reset``,
 ``POST /_loopback/durations?Standard=2&Bulk=5``,
 ``POST /_loopback/restore?bucket=B&prefix=P&count=N&start=0&step=2&ready_in=0``,
+``GET /_loopback/spans`` (``{operation: [first, last]}``: when the first and the last admitted
+request of each operation arrived, epoch seconds, since the counts were reset),
 ``GET /_loopback/model`` (the speed model's parameters, or ``{}`` without one).
 """
 
@@ -41,6 +43,8 @@ def handle(
         answer = _restore(injector, query)
     elif path == "/_loopback/counts":
         answer = injector.counted()
+    elif path == "/_loopback/spans":
+        answer = injector.spans()
     elif path == "/_loopback/counts/reset":
         injector.reset_counts()
         answer = {}

@@ -61,6 +61,8 @@ class FaultInjector:
         self.model = model
         self.faults = Faults(seed)
         self.counts: Counter[str] = Counter()
+        #: When the first and the last admitted request of each operation arrived (epoch s).
+        self.windows: dict[str, list[float]] = {}
         #: Requests by the access key id that signed them (which credentials a run used).
         self.access_keys: Counter[str] = Counter()
         self.tiers = ArchiveTiers()
@@ -81,9 +83,15 @@ class FaultInjector:
         with self._lock:
             return dict(self.counts)
 
+    def spans(self) -> dict[str, list[float]]:
+        """``[first, last]`` arrival of admitted requests by operation, since the last reset."""
+        with self._lock:
+            return {k: list(v) for k, v in self.windows.items()}
+
     def reset_counts(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.windows.clear()
             self.access_keys.clear()
 
     def _count(self, name: str, signer: str | None = None) -> None:
@@ -91,6 +99,12 @@ class FaultInjector:
             self.counts[name] += 1
             if signer is not None:
                 self.access_keys[signer] += 1
+
+    def _admitted(self, operation: str) -> None:
+        now = time.time()
+        with self._lock:
+            span = self.windows.setdefault(operation, [now, now])
+            span[1] = now
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -106,6 +120,7 @@ class FaultInjector:
         if self.model is not None and not self.model.admit(request):
             self._count(f"SlowDown:{request.operation}")
             return _slow_down(request, environ, start_response)
+        self._admitted(request.operation)
         sizes = [int(environ.get("CONTENT_LENGTH") or 0), 0]
         if self.model is not None:
             start_response = _measured(start_response, sizes)

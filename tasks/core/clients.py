@@ -22,6 +22,7 @@ import botocore
 from botocore.config import Config
 from botocore.utils import parse_timestamp as botocore_timestamp
 
+from tasks.core import pace
 from tasks.core.retry import CALL_ATTEMPTS
 
 
@@ -42,17 +43,20 @@ def user_agent() -> str:
     )
 
 
+#: botocore's retry mode: standard, or adaptive when the pace is left to botocore.
+RETRY_MODE = "adaptive" if pace.MODE == "adaptive" else "standard"
+
 CLIENT_CONFIG = Config(
     user_agent=user_agent(),
-    retries={"mode": "standard", "total_max_attempts": CALL_ATTEMPTS},
-    max_pool_connections=128,
+    retries={"mode": RETRY_MODE, "total_max_attempts": CALL_ATTEMPTS},
+    max_pool_connections=256,
     connect_timeout=10,
     read_timeout=120,
     tcp_keepalive=True,
 )
 #: For clients whose callers classify every answer themselves: each request is sent once.
 SINGLE_ATTEMPT = Config(
-    retries={"mode": "standard", "total_max_attempts": 1},
+    retries={"mode": RETRY_MODE, "total_max_attempts": 1},
     # the requests these clients make (restores, job starts) need no payload checksum
     request_checksum_calculation="when_required",
     # coldflow builds these requests itself (tested against the service model): skipping
@@ -130,6 +134,7 @@ def client(service: str, credentials_block: str | None = None, retries: bool = T
         return found
     config = CLIENT_CONFIG if retries else CLIENT_CONFIG.merge(SINGLE_ATTEMPT)
     made = session(credentials_block).client(service, **_client_params(credentials_block, config))
+    pace.install(made)  # every request through the process's pace (tasks.core.pace)
     if service == "s3control" and is_custom_endpoint(made.meta.endpoint_url):
         made.meta.events.register("before-sign.s3-control", _strip_account_host(made))
     with _lock:
@@ -175,6 +180,7 @@ def reset_clients() -> None:
     with _lock:
         _clients.clear()
         _sessions.clear()
+    pace.reset_paces()
 
 
 def storage_options(credentials_block: str | None = None) -> dict[str, Any]:

@@ -49,6 +49,7 @@ def restore_bucket(
     days: Annotated[int, Field(ge=1, le=3650)] = 7,
     wait: bool = True,
     allow_expensive: bool = False,
+    max_requests_per_second: Annotated[float, Field(gt=0)] | None = None,
     parallel_batches: Annotated[int, Field(ge=1, le=16)] = 4,
     multipart_threshold_mib: Annotated[int, Field(ge=5, le=5120)] = 5120,
     poll_interval: Annotated[float, Field(gt=0)] = 60.0,
@@ -73,6 +74,8 @@ def restore_bucket(
         days: How long restored copies of archived objects stay readable in the backup bucket.
         wait: Wait for restores and copy; False stops after requesting restores.
         allow_expensive: Allow Expedited above the restore flow's thresholds.
+        max_requests_per_second: RestoreObject requests a second this run sends at most
+            (see restore_prefix).
         parallel_batches: Batches of 1,000 keys worked on at once.
         multipart_threshold_mib: Objects above this are copied in parts.
         poll_interval: First wait between restore polls, seconds.
@@ -135,6 +138,7 @@ def restore_bucket(
             parallel_batches=min(parallel_batches, 8),
             backoff=Backoff(poll_interval, max_poll_interval, timeout),
             credentials_block=aws_credentials_block,
+            max_requests_per_second=max_requests_per_second,
         )
         requested = request_and_wait(inventory, work / "inventory", backup, prefix, plan, wait=wait)
         counts["restored"] = requested.get("requested", 0)

@@ -14,6 +14,7 @@ from flows.common import run_logger, stream_bounded
 from tasks.core.clients import s3_client
 from tasks.core.errors import CostCeilingError, RestoreTimeout
 from tasks.core.events import emit_restore_event
+from tasks.core.progress import RequestBoard
 from tasks.core.s3 import split_s3_uri
 from tasks.core.status import PENDING, ObjectStatus
 from tasks.formats.ledger import LedgerWriter, escape_key, merge_ledgers, merge_pending
@@ -69,6 +70,7 @@ def request_and_wait(
         result.update(_inventory_figures(inventory, ceiling.board.publish(final=True)))
         return {**result, **_plain(counts)}
 
+    board = RequestBoard("restore-request-progress", "objects requested")
     ledger_part = LedgerWriter(work / "ledger-requests.csv")
     pending_part = open(work / "pending-requests.txt", "w", encoding="utf-8")  # noqa: SIM115
     try:
@@ -81,8 +83,16 @@ def request_and_wait(
             days=plan.days,
             workers=plan.request_workers,
             credentials_block=plan.credentials_block,
+            max_requests_per_second=plan.max_requests_per_second,
+            run=str(work),
         ):
             outcome = future.result()
+            board.add(
+                len(outcome.rows),
+                outcome.sent,
+                outcome.throttled,
+                total=sum(inventory.to_request.values()) - ceiling.refused,
+            )
             counts.update(outcome.counts)
             result["requests"] += sum(v for k, v in outcome.counts.items() if k != "fell_back")
             for c, status, message in outcome.rows:
@@ -92,6 +102,9 @@ def request_and_wait(
     finally:
         ledger_part.flush()
         pending_part.close()
+    board.publish(final=True)
+    if board.sent:
+        log.info("restore requests: %s", board.line())
     estimated = ceiling.board.publish(final=True)
     refused = ceiling.refused
     counts.update({k: v for k, v in inventory.counts.items() if k != ObjectStatus.ARCHIVED})

@@ -71,7 +71,8 @@ def restore_prefix(
     max_cost_usd: Annotated[float, Field(ge=0)] | None = None,
     batch_size: Annotated[int, Field(ge=100, le=10_000)] = 1000,
     parallel_batches: Annotated[int, Field(ge=1, le=8)] = 4,
-    request_workers: Annotated[int, Field(ge=1, le=64)] = 16,
+    request_workers: Annotated[int, Field(ge=1, le=256)] = 64,
+    max_requests_per_second: Annotated[float, Field(gt=0)] | None = None,
     poll_interval: Annotated[float, Field(gt=0)] = 60.0,
     max_poll_interval: Annotated[float, Field(gt=0)] = 1800.0,
     timeout: Annotated[float, Field(gt=0)] = 60 * 3600.0,
@@ -107,7 +108,11 @@ def restore_prefix(
         ledger_s3_uri: Also upload the ledger to this s3:// URI.
         batch_size: Keys per request task (doubles every 200 batches).
         parallel_batches: Request tasks running at once.
-        request_workers: Threads per request task.
+        request_workers: Threads per request task: an upper bound; the process's restore pace
+            (tasks.core.pace) keeps as many in flight as S3 answers without SlowDown.
+        max_requests_per_second: RestoreObject requests a second this run sends at most (the
+            account's ceiling is 1,000 for every job in it; a Prefect global concurrency limit
+            named coldflow-restore-requests, with slot decay, shares it across runs).
         poll_interval: First wait between polls, seconds (doubles up to max_poll_interval).
         max_poll_interval: Longest wait between polls, seconds.
         timeout: Fail, with counts, if restores are still pending after this many seconds.
@@ -138,6 +143,7 @@ def restore_prefix(
         Backoff(poll_interval, max_poll_interval, timeout),
         aws_credentials_block,
         max_cost_usd,
+        max_requests_per_second,
     )
     listing = None
     if tier == "Expedited" or dry_run or retry_ledger:
@@ -245,6 +251,7 @@ def restore_plates(
     streaming: bool = False,
     allow_expensive: bool = False,
     max_cost_usd: Annotated[float, Field(ge=0)] | None = None,
+    max_requests_per_second: Annotated[float, Field(gt=0)] | None = None,
     max_parallel_plates: Annotated[int, Field(ge=1, le=16)] = 2,
     transfer_concurrency: Annotated[int, Field(ge=1, le=64)] = 16,
     compression: Literal["gzip", "zstd"] = "gzip",
@@ -278,6 +285,8 @@ def restore_plates(
         allow_expensive: Allow Expedited above the expensive thresholds.
         max_cost_usd: Refuse, before any request, a restore estimated above this (USD);
             default $100 for Standard and Expedited, none for Bulk.
+        max_requests_per_second: RestoreObject requests a second this run sends at most
+            (see restore_prefix).
         max_parallel_plates: Plates unpacked at the same time.
         transfer_concurrency: Parallel uploads per plate.
         compression: Compression the tarballs were made with (gzip: .tar.gz, zstd: .tar.zst).
@@ -344,6 +353,7 @@ def restore_plates(
             backoff=Backoff(poll_interval, max_poll_interval, timeout),
             credentials_block=aws_credentials_block,
             max_cost_usd=max_cost_usd,
+            max_requests_per_second=max_requests_per_second,
         )
         try:
             inventory = restore_tasks.inventory_of_keys(

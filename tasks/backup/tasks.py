@@ -22,8 +22,9 @@ from tasks.core.errors import describe, s3_errors
 from tasks.core.retry import PLAIN
 from tasks.formats.listing import REPORT_SAMPLE
 
-#: Objects handled at once within a batch task.
-WORKERS = 16
+#: Objects handled at most at once within a batch task (the write pace decides how many
+#: requests are in flight, tasks.core.pace).
+WORKERS = 64
 
 
 def _outcome(counts: Counter, failures: list[str], status: str, key: str, message: str) -> None:

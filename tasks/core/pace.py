@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.core.retry import THROTTLING_CODES
+
 #: What a kind of request starts at: ceiling x latency at S3's published figures (1,000
 #: restores/s x 30 ms; 5,500 reads/s x 30 ms; 3,500 writes/s x 50 ms).
 START = {"restore": 30.0, "read": 165.0, "write": 175.0}
@@ -77,6 +79,7 @@ class Pace:
         self.sent = 0
         self.throttled = 0
         self.cut_at = 0.0  # when the limit was last cut (monotonic)
+        self.full_at = -1.0  # when the limit was last reached
         self.probing = True  # no SlowDown yet: grow fast
         self._ready = threading.Condition(threading.Lock())
 
@@ -86,12 +89,14 @@ class Pace:
             while self.in_flight >= int(self.limit):
                 self._ready.wait()
             self.in_flight += 1
-        return time.monotonic()
+            now = time.monotonic()
+            if self.in_flight >= int(self.limit):
+                self.full_at = now
+        return now
 
     def release(self, sent_at: float, throttled: bool) -> None:
         """Give the slot back with what the answer said; adjust the limit."""
         with self._ready:
-            busy = self.in_flight >= int(self.limit)
             self.in_flight -= 1
             self.sent += 1
             if throttled:
@@ -100,7 +105,7 @@ class Pace:
                     self.limit = max(1.0, self.limit * BACKOFF)
                     self.cut_at = time.monotonic()
                     self.probing = False
-            elif busy:  # the limit bound: there may be room above it
+            elif self.full_at >= sent_at:  # the limit bound since: there may be room above it
                 self.limit = min(MOST, self.limit + (1.0 if self.probing else 1.0 / self.limit))
             self._ready.notify()
 
@@ -192,8 +197,7 @@ def _throttled(response: Any) -> bool:
     http, parsed = response
     if http.status_code not in (429, 503):
         return False
-    code = (parsed or {}).get("Error", {}).get("Code", "")
-    return code in {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequestsException"}
+    return (parsed or {}).get("Error", {}).get("Code", "") in THROTTLING_CODES
 
 
 class RateCap:

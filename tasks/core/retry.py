@@ -53,6 +53,16 @@ RESTORE_ATTEMPTS = 10
 #: Seconds before a task's first retry (doubles after); $COLDFLOW_RETRY_BASE_SECONDS.
 RETRY_BASE_SECONDS = float(os.environ.get("COLDFLOW_RETRY_BASE_SECONDS", "5"))
 
+#: Error codes that mean "too many requests": the pace (tasks.core.pace) slows down on them.
+THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
 #: Error codes worth trying again: throttling, timeouts, server-side failures.
 TRANSIENT_ERROR_CODES = frozenset(
     {

@@ -226,7 +226,7 @@ def listed_batches(
     filter_in: list[str] | None = None,
     filter_out: list[str] | None = None,
     batch_size: int = 1000,
-    head_workers: int = 16,
+    head_workers: int = 64,
     keep_key: Callable[[str], bool] | None = None,
 ) -> Iterator[RequestBatch]:
     """List a prefix (with ``RestoreStatus`` where the endpoint gives it), filter and classify
@@ -278,7 +278,7 @@ def take_inventory(
     filter_in: list[str] | None = None,
     filter_out: list[str] | None = None,
     batch_size: int = 1000,
-    head_workers: int = 16,
+    head_workers: int = 64,
     keep_key: Callable[[str], bool] | None = None,
 ) -> Inventory:
     """The whole inventory first, request batches spooled to files (estimate-first path)."""
@@ -313,7 +313,7 @@ def inventory_from_ledger(
     workdir: Path,
     batch_size: int = 1000,
     credentials_block: str | None = None,
-    head_workers: int = 16,
+    head_workers: int = 64,
 ) -> Inventory:
     """Retry a previous run: its error rows are classified afresh (HEAD), every other row is
     carried over to the new ledger as it was."""
@@ -353,7 +353,7 @@ def inventory_of_keys(
     keys: list[str],
     workdir: Path,
     batch_size: int = 1000,
-    head_workers: int = 16,
+    head_workers: int = 64,
 ) -> Inventory:
     """Classify a known set of keys (a plate's tarballs and sidecars) by HEAD."""
     workdir.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,13 @@ class RequestPlan:
     expensive_objects: int = EXPENSIVE_OBJECTS
     expensive_gb: float = EXPENSIVE_GB
     parallel_batches: int = 4
-    request_workers: int = 16
+    request_workers: int = 64
     backoff: Backoff = field(default_factory=Backoff)
     credentials_block: str | None = None
     #: USD; None: the tier's default (``pricing.DEFAULT_MAX_COST_USD``).
     max_cost_usd: float | None = None
+    #: RestoreObject requests a second this run sends at most (None: the pace decides).
+    max_requests_per_second: float | None = None
 
 
 def refuse_unwise_tier(plan: RequestPlan, inventory: Inventory, cost: float) -> None:

@@ -70,7 +70,7 @@ def poll_pending(
     pending: Path,
     out: Path,
     use_listing: bool,
-    workers: int = 16,
+    workers: int = 64,
 ) -> Poll:
     """Check every key in ``pending`` once; still-pending keys go to ``out`` (sorted)."""
     poll = Poll(listing_supported=use_listing)
@@ -136,7 +136,7 @@ class PendingRestores:
     """
 
     def __init__(
-        self, client: Any, bucket: str, prefix: str, pending: Path, listed: int, workers: int = 16
+        self, client: Any, bucket: str, prefix: str, pending: Path, listed: int, workers: int = 64
     ) -> None:
         self.client, self.bucket, self.prefix = client, bucket, prefix
         self.path, self.listed, self.workers = pending, listed, workers

@@ -8,8 +8,9 @@ anything else is a ledger row, never an aborted run.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import error_code
-from tasks.core.retry import RESTORE_ATTEMPTS, is_transient, retry_call
+from tasks.core.retry import RESTORE_ATTEMPTS, THROTTLING_CODES, is_transient, retry_call
 from tasks.core.status import ObjectStatus
 from tasks.restore.inventory import Candidate
 from tasks.restore.pricing import NEEDS_DAYS
@@ -44,24 +45,53 @@ class Outcome:
     status: str
     message: str = ""
     fell_back: bool = False
+    #: Requests sent for this object, and how many of them S3 answered SlowDown.
+    sent: int = 0
+    throttled: int = 0
 
 
 def request_one(
-    client: Any, bucket: str, c: Candidate, tier: str, days: int, fallback: bool = True
+    client: Any,
+    bucket: str,
+    c: Candidate,
+    tier: str,
+    days: int,
+    fallback: bool = True,
+    gate: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Request one restore. Never raises for S3's answers: they become the outcome."""
+    """Request one restore. Never raises for S3's answers: they become the outcome.
+    ``gate`` is called before every request sent (the run's rate caps)."""
+
+    tally = [0, 0]  # sent, throttled
+
+    def once(t: str) -> dict:
+        if gate is not None:
+            gate()
+        tally[0] += 1
+        try:
+            return client.restore_object(
+                Bucket=bucket, Key=c.key, RestoreRequest=restore_request(c.archive_class, t, days)
+            )
+        except ClientError as exc:
+            tally[1] += error_code(exc) in THROTTLING_CODES
+            raise
 
     def send(t: str) -> dict:
         return retry_call(
-            lambda: client.restore_object(
-                Bucket=bucket, Key=c.key, RestoreRequest=restore_request(c.archive_class, t, days)
-            ),
+            lambda: once(t),
             is_transient,
             attempts=RESTORE_ATTEMPTS,
             first_delay=0.2,
             max_delay=5.0,
         )
 
+    outcome = _classified(send, tier, fallback)
+    outcome.sent, outcome.throttled = tally
+    return outcome
+
+
+def _classified(send: Callable[[str], dict], tier: str, fallback: bool) -> Outcome:
+    """The outcome of ``send(tier)`` (then Standard if Expedited has no capacity)."""
     try:
         try:
             response = send(tier)
@@ -96,6 +126,10 @@ class BatchOutcome:
 
     counts: dict[str, int]
     rows: list[tuple[Candidate, str, str]]
+    #: Requests sent, answers that were SlowDown, seconds the batch took.
+    sent: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
 
 
 def request_batch(
@@ -104,18 +138,26 @@ def request_batch(
     batch: Iterable[Candidate],
     tier: str,
     days: int,
-    workers: int = 16,
+    workers: int = 64,
     fallback: bool = True,
+    gate: Callable[[], None] | None = None,
 ) -> BatchOutcome:
-    """Request restores for one batch of objects, ``workers`` at a time. The batch and its
+    """Request restores for one batch of objects, at most ``workers`` at a time (the process's
+    restore pace decides how many are in flight, ``gate`` how many a second). The batch and its
     outcome travel with the task (no files), so it runs on any worker."""
     counts: Counter = Counter()
     rows = []
+    began = time.monotonic()
+    sent = throttled = 0
     results = bounded_map(
-        lambda c: (c, request_one(client, bucket, c, tier, days, fallback)), batch, workers=workers
+        lambda c: (c, request_one(client, bucket, c, tier, days, fallback, gate)),
+        batch,
+        workers=workers,
     )
     for c, outcome in results:
         counts[outcome.status] += 1
         counts["fell_back"] += outcome.fell_back
         rows.append((c, outcome.status, outcome.message))
-    return BatchOutcome(dict(counts), rows)
+        sent += outcome.sent
+        throttled += outcome.throttled
+    return BatchOutcome(dict(counts), rows, sent, throttled, time.monotonic() - began)

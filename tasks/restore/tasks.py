@@ -8,6 +8,7 @@ from prefect import task
 
 from tasks.core.clients import s3_client
 from tasks.core.errors import RestoreTimeout
+from tasks.core.pace import global_restore_rate, rate_cap
 from tasks.core.retry import PLAIN, TRANSIENT
 from tasks.core.sensor import Backoff, wait_until_done
 from tasks.plates.work import PlateWork
@@ -47,11 +48,23 @@ def request_restores(
     days: int,
     workers: int,
     credentials_block: str | None,
+    max_requests_per_second: float | None = None,
+    run: str = "",
 ) -> BatchOutcome:
     """Request restores for one batch of objects (it travels with the task: any worker can
-    run it); per-key errors are rows of the outcome, never raised."""
+    run it); per-key errors are rows of the outcome, never raised.
+
+    Every request waits for the run's cap (shared by the run's tasks in this process) and for
+    the account's budget, the Prefect global concurrency limit
+    :data:`~tasks.core.pace.GLOBAL_RESTORE_LIMIT`, when the server has one."""
     client = s3_client(credentials_block, botocore_retries=False)  # each answer classified
-    return request_batch(client, bucket, batch.objects, tier, days, workers)
+    gates = [g for g in (rate_cap(run, max_requests_per_second), global_restore_rate()) if g]
+
+    def gate() -> None:
+        for g in gates:
+            g.wait()
+
+    return request_batch(client, bucket, batch.objects, tier, days, workers, gate=gate)
 
 
 @task(name="wait-for-restores", task_run_name="wait-for-restores-{bucket}/{prefix}", **PLAIN)

@@ -20,7 +20,7 @@ from tasks.formats.ledger import escape_key
 pytestmark = pytest.mark.xdist_group("crash-matrix")
 
 SRC, BAK = "src-bucket", "bak-bucket"
-N = 64  #: more than one batch of copies in flight (16)
+N = 160  #: more than the copies in flight at once (tasks.backup.tasks.WORKERS, 64)
 SCRIPT = """
 import sys
 from flows.backup import backup_bucket

@@ -72,7 +72,53 @@ def seed_approach(s3, bucket: str, workers: int = 8) -> None:
         list(pool.map(one, keys))
 
 
-def rclone(url: str, bucket: str) -> None:
+def request_span(url: str) -> float:
+    """Seconds from the first admitted RestoreObject to the last, at the endpoint."""
+    spans = requests.get(f"{url}/_loopback/spans", timeout=30).json()
+    first, last = spans.get("RestoreObject", (0.0, 0.0))
+    return max(last - first, 1e-3)
+
+
+def requested(seen: dict[str, int]) -> int:
+    """RestoreObject requests the endpoint admitted (not throttled)."""
+    return seen.get("RestoreObject", 0) - seen.get("SlowDown:RestoreObject", 0)
+
+
+def two_capped_runs(url: str, s3, fresh_bucket, tmp: str, dilation: float) -> dict:
+    """Two restore_prefix runs at once, each with max_requests_per_second at half the
+    ceiling: their rate together, first request to last, as a share of the ceiling."""
+    from flows.restore import restore_prefix
+
+    half = ceiling("restore", dilation) / 2
+    buckets = [fresh_bucket(f"restore-bench-pair-{i}") for i in range(2)]
+    reset_counts(url)
+    with ThreadPoolExecutor(2) as pool:
+        list(
+            pool.map(
+                lambda b: restore_prefix(
+                    b, PREFIX, wait=False, work_dir=tmp, max_requests_per_second=half
+                ),
+                buckets,
+            )
+        )
+    made, span = counts(url), request_span(url)
+    spans = requests.get(f"{url}/_loopback/spans", timeout=30).json()
+    each = []
+    for b in buckets:
+        first, last = spans[f"RestoreObject {b}"]
+        each.append(round((requested(made) / 2) / (last - first), 1))
+        drop_bucket(s3, b)
+    limit = ceiling("restore", dilation)
+    return {
+        "max_requests_per_second_each": half,
+        "restores_per_s_each": each,  # over its own first to last request
+        "share_of_ceiling_together": round(sum(each) / limit, 3),
+        "share_of_ceiling_first_to_last": round(requested(made) / span / limit, 3),
+        "throttled": throttled(made),
+    }
+
+
+def rclone(url: str, bucket: str, checkers: int | None = None) -> None:
     # it refuses a custom CA bundle on a plain-http endpoint
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     env.update(
@@ -94,8 +140,7 @@ def rclone(url: str, bucket: str) -> None:
             "priority=Standard",
             "-o",
             "lifetime=7",
-            "--checkers",
-            "32",
+            *(["--checkers", str(checkers)] if checkers else []),
         ],
         env=env,
         check=True,
@@ -107,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--scenarios", default="cold,rerun")
+    ap.add_argument("--scenarios", default="cold,rerun,pair")
+    ap.add_argument(
+        "--tools",
+        default="seed,rclone,rclone-defaults,restore_prefix",
+        help="which tools run (comma-separated): seed, rclone, rclone-defaults, restore_prefix",
+    )
     ap.add_argument(
         "--endpoint-cpu",
         action="store_true",
@@ -157,14 +207,25 @@ def main(argv: list[str] | None = None) -> int:
         s3.create_bucket(Bucket="warm-up")
         restore_prefix("warm-up", "none/", wait=False, work_dir=tmp)  # server's first run
 
-        tools = {
-            "seed approach (HEAD+restore, 8 threads)": lambda b: seed_approach(s3, b),
-            "restore_prefix": lambda b: restore_prefix(b, PREFIX, wait=False, work_dir=tmp),
+        every = {
+            "seed": ("seed approach (HEAD+restore, 8 threads)", lambda b: seed_approach(s3, b)),
+            "rclone": (
+                "rclone backend restore (32 checkers)",
+                lambda b: rclone(url, b, checkers=32),
+            ),
+            "rclone-defaults": ("rclone backend restore (defaults)", lambda b: rclone(url, b)),
+            "restore_prefix": (
+                "restore_prefix",
+                lambda b: restore_prefix(b, PREFIX, wait=False, work_dir=tmp),
+            ),
         }
-        if shutil.which("rclone"):
-            tools["rclone backend restore (32 checkers)"] = lambda b: rclone(url, b)
-        else:
+        chosen = args.tools.split(",")
+        if not shutil.which("rclone"):
             print("rclone not found (apt-get install rclone): skipped")
+            chosen = [t for t in chosen if not t.startswith("rclone")]
+        tools = dict(every[t] for t in chosen)
+        pair = "pair" in scenarios
+        scenarios = [sc for sc in scenarios if sc != "pair"]
         rows = {(sc, name): [] for sc in scenarios for name in tools}
         for i in range(args.runs):
             for sc in scenarios:
@@ -174,26 +235,38 @@ def main(argv: list[str] | None = None) -> int:
                     t, cpu = time.monotonic(), cpu_seconds()
                     run(bucket)
                     seconds, cpu = time.monotonic() - t, cpu_seconds() - cpu
-                    made = counts(url)
+                    made, span = counts(url), request_span(url)
                     drop_bucket(s3, bucket)  # keep the endpoint's state the same size
-                    rows[(sc, name)].append({"seconds": seconds, "requests": made, "cpu": cpu})
-                    print(f"run {i + 1} {sc:<6} {name:<42} {n / seconds:8.1f} keys/s", flush=True)
+                    rows[(sc, name)].append(
+                        {"seconds": seconds, "span": span, "requests": made, "cpu": cpu}
+                    )
+                    print(
+                        f"run {i + 1} {sc:<6} {name:<42} {n / seconds:8.1f} keys/s, "
+                        f"{requested(made) / span:8.1f} restores/s first to last request",
+                        flush=True,
+                    )
         for (sc, name), runs in rows.items():
             seconds = median([r["seconds"] for r in runs])
             made = runs[-1]["requests"]
+            rate = median([requested(r["requests"]) / r["span"] for r in runs])
             report["scenarios"].setdefault(sc, {})[name] = {
                 "median_seconds": round(seconds, 2),
                 "keys_per_s": round(n / seconds, 1),
                 "runs_keys_per_s": [round(n / r["seconds"], 1) for r in runs],
+                "restores_per_s": round(rate, 1),
                 "requests_per_object": round(requests_sent(made) / n, 3),
                 "throttled": throttled(made),
+                "throttled_per_request": round(throttled(made) / max(requests_sent(made), 1), 4),
                 "client_cpu_ms_per_object": round(median([r["cpu"] for r in runs]) * 1000 / n, 3),
                 "requests": made,
             }
             if not args.no_model:
                 row = report["scenarios"][sc][name]
-                row["share_of_ceiling"] = round(n / seconds / ceiling("restore", args.dilation), 3)
+                row["share_of_ceiling"] = round(rate / ceiling("restore", args.dilation), 3)
                 row["s3_equivalent_keys_per_s"] = round(n / seconds * args.dilation, 1)
+        if pair and not args.no_model:
+            report["pair"] = two_capped_runs(url, s3, fresh_bucket, tmp, args.dilation)
+            print(f"pair: {report['pair']}")
 
         requests.post(f"{url}/_loopback/durations", params={"Standard": 5}, timeout=10)
         bucket = fresh_bucket("restore-bench-sensor")
@@ -209,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             "all_requests_per_object": round(sum(counts(url).values()) / n, 3),
         }
     for sc, tools_of in report["scenarios"].items():
+        if "restore_prefix" not in tools_of:
+            continue
         ours = tools_of["restore_prefix"]["keys_per_s"]
         for name, row in tools_of.items():
             ratio = ours / row["keys_per_s"]
@@ -216,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{sc:<6} {name:<42} {row['keys_per_s']:>8.1f} keys/s (median of {args.runs})  "
                 f"{row['requests_per_object']:.3f} requests/object  restore_prefix {ratio:.2f}x  "
-                f"share of ceiling {row.get('share_of_ceiling', '-')}  "
-                f"throttled {row['throttled']}  "
+                f"share of ceiling {row.get('share_of_ceiling', '-')} (first to last request)  "
+                f"throttled {row['throttled_per_request']:.2%}  "
                 f"client CPU {row['client_cpu_ms_per_object']:.2f} ms/object"
             )
     print(f"sensor: {report['sensor']}")

@@ -50,6 +50,7 @@ from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import BackupFailedError, InputError
+from tasks.core.pace import Tally
 from tasks.core.s3 import MIB, StorageClass, check_bucket, download_if_exists, split_s3_uri
 from tasks.formats.ledger import escape_key
 from tasks.formats.listing import REPORT_SAMPLE, sort_file
@@ -145,9 +146,9 @@ def backup_bucket(
                     yield from f
 
         queued = {"copy_bytes": 0, "done_bytes": 0}
-        progress = create_progress_artifact(
-            0.0, key="backup-progress", description=f"s3://{source}/{prefix} → s3://{backup}"
-        )
+        where = f"s3://{source}/{prefix} → s3://{backup}"
+        writes = Tally("write")
+        progress = create_progress_artifact(0.0, key="backup-progress", description=where)
 
         def work_items() -> Iterator[tuple[str, list]]:
             """("copy" | "tag", batch) in listing order; unchanged and already-tagged keys
@@ -222,7 +223,9 @@ def backup_bucket(
                 queued["done_bytes"] += outcome.get("bytes_copied", 0)
                 if queued["copy_bytes"]:
                     update_progress_artifact(
-                        progress, 100.0 * queued["done_bytes"] / queued["copy_bytes"]
+                        progress,
+                        100.0 * queued["done_bytes"] / queued["copy_bytes"],
+                        description=f"{where}: {writes.line()}",
                     )
         # keys back in the source left the ledger as they were untagged (not written to it)
         sort_file(after)
@@ -232,7 +235,7 @@ def backup_bucket(
             changed = after.stat().st_size > 0
         if changed:
             s3.upload_file(str(after), backup, ledger_key)
-        update_progress_artifact(progress, 100.0)
+        update_progress_artifact(progress, 100.0, description=f"{where}: {writes.line()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {**dict(counts), "failures": failures}

@@ -7,7 +7,8 @@ throttled ones as ``SlowDown:<operation>``), ``POST /_loopback/counts/reset``,
 ``POST /_loopback/durations?Standard=2&Bulk=5``,
 ``POST /_loopback/restore?bucket=B&prefix=P&count=N&start=0&step=2&ready_in=0``,
 ``GET /_loopback/spans`` (``{operation: [first, last]}``: when the first and the last admitted
-request of each operation arrived, epoch seconds, since the counts were reset),
+request of each operation arrived, epoch seconds, since the counts were reset; the same per
+bucket as ``"<operation> <bucket>"``),
 ``GET /_loopback/model`` (the speed model's parameters, or ``{}`` without one).
 """
 

@@ -84,7 +84,8 @@ class FaultInjector:
             return dict(self.counts)
 
     def spans(self) -> dict[str, list[float]]:
-        """``[first, last]`` arrival of admitted requests by operation, since the last reset."""
+        """``[first, last]`` arrival of admitted requests by operation, and by operation and
+        bucket (``"RestoreObject my-bucket"``), since the last reset."""
         with self._lock:
             return {k: list(v) for k, v in self.windows.items()}
 
@@ -100,11 +101,12 @@ class FaultInjector:
             if signer is not None:
                 self.access_keys[signer] += 1
 
-    def _admitted(self, operation: str) -> None:
+    def _admitted(self, operation: str, bucket: str | None) -> None:
         now = time.time()
         with self._lock:
-            span = self.windows.setdefault(operation, [now, now])
-            span[1] = now
+            for name in (operation, f"{operation} {bucket}") if bucket else (operation,):
+                span = self.windows.setdefault(name, [now, now])
+                span[1] = now
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -120,7 +122,7 @@ class FaultInjector:
         if self.model is not None and not self.model.admit(request):
             self._count(f"SlowDown:{request.operation}")
             return _slow_down(request, environ, start_response)
-        self._admitted(request.operation)
+        self._admitted(request.operation, request.bucket)
         sizes = [int(environ.get("CONTENT_LENGTH") or 0), 0]
         if self.model is not None:
             start_response = _measured(start_response, sizes)
@@ -310,6 +312,12 @@ class LoopbackS3(FaultControls):
         """Requests received by operation (``SlowDown:<operation>``: answered 503 SlowDown)."""
         assert self.injector is not None
         return self.injector.counted()
+
+    @property
+    def request_spans(self) -> dict[str, list[float]]:
+        """``[first, last]`` arrival (epoch s) of admitted requests by operation."""
+        assert self.injector is not None
+        return self.injector.spans()
 
     @property
     def access_keys(self) -> dict[str, int]:

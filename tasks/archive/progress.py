@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from tasks.core.pace import Tally
+
 T = TypeVar("T")
 
 #: Seconds between two updates of the progress artifact.
@@ -24,9 +26,13 @@ class RunProgress:
     """Bytes done of a known total, pushed to a Prefect progress artifact (at most every
     :data:`PUSH_SECONDS`)."""
 
-    def __init__(self, key: str, total: int, artifact_id: Any = None) -> None:
+    def __init__(
+        self, key: str, total: int, artifact_id: Any = None, description: str = ""
+    ) -> None:
         self.key, self.total, self.artifact_id = key, total, artifact_id
+        self.description = description
         self.done: dict[str, int] = {}
+        self.paces = (Tally("read"), Tally("write"))
         self._pushed = 0.0
         self._lock = threading.Lock()
         with _lock:
@@ -39,7 +45,7 @@ class RunProgress:
         artifact = create_progress_artifact(
             progress=0.0, key="archive-progress", description=description
         )
-        return cls(key, total, artifact)
+        return cls(key, total, artifact, description)
 
     def add(self, tag: str, nbytes: int, force: bool = False) -> None:
         with self._lock:
@@ -64,7 +70,11 @@ class RunProgress:
         if self.artifact_id is not None:
             from prefect.artifacts import update_progress_artifact
 
-            update_progress_artifact(self.artifact_id, progress=round(percent, 2))
+            update_progress_artifact(
+                self.artifact_id,
+                progress=round(percent, 2),
+                description=f"{self.description}: " + "; ".join(t.line() for t in self.paces),
+            )
 
 
 class BundleProgress:

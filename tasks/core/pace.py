@@ -142,6 +142,28 @@ def totals(kind: str | None = None) -> dict[str, int]:
     }
 
 
+class Tally:
+    """What this process's paces of ``kind`` saw since the tally began: requests answered a
+    second and ``SlowDown`` answers, as a line for a progress artifact. (Counts every run in
+    the process; tasks on other workers report through their own.)"""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.began = time.monotonic()
+        self.start = totals(kind)
+
+    def line(self) -> str:
+        now = totals(self.kind)
+        sent = now["sent"] - self.start["sent"]
+        throttled = now["throttled"] - self.start["throttled"]
+        seconds = max(time.monotonic() - self.began, 1e-6)
+        share = 100.0 * throttled / sent if sent else 0.0
+        return (
+            f"{sent / seconds:,.1f} {self.kind} requests/s; {throttled:,} throttled "
+            f"({share:.1f} %); {now['limit']:,} allowed in flight"
+        )
+
+
 def reset_paces() -> None:
     """Forget every pace (tests, or after the endpoint changes)."""
     with _paces_lock:

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import boto3
+import requests
 
 from bench.common import (
     add_model_arguments,
@@ -44,8 +45,10 @@ from bench.common import (
     median,
     model_of,
     prefect_server_process,
+    requests_sent,
     reset_counts,
     save,
+    throttled,
 )
 
 SOURCE = "bench-source"
@@ -169,15 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--unchanged-repeats", type=int, default=3)
     ap.add_argument("--unchanged-only", action="store_true")
+    ap.add_argument(
+        "--tools", default="backup_bucket,aws,rclone", help="backup_bucket, aws, rclone"
+    )
     add_model_arguments(ap, "write")
     args = ap.parse_args(argv)
     if args.unchanged_only:
         return unchanged_only(args)
-    tools = {"backup_bucket": coldflow_sync, "aws s3 sync": aws_sync}
-    if shutil.which("rclone"):
-        tools["rclone sync"] = rclone_sync
-    else:
+    every = {"backup_bucket": coldflow_sync, "aws": aws_sync, "rclone": rclone_sync}
+    names = {"aws": "aws s3 sync", "rclone": "rclone sync"}
+    chosen = args.tools.split(",")
+    if "rclone" in chosen and not shutil.which("rclone"):
         print("rclone not found (apt-get install rclone): skipped")
+        chosen.remove("rclone")
+    tools = {names.get(t, t): every[t] for t in chosen}
     rows: dict[str, list[dict]] = {name: [] for name in tools}
     with (
         endpoint_process(**model_of(args)) as url,
@@ -195,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
                 t, cpu = time.monotonic(), cpu_seconds()
                 tool(url, target)
                 first, cpu = time.monotonic() - t, cpu_seconds() - cpu
-                first_requests = sum(counts(url).values())
+                seen = counts(url)
+                first_requests = requests_sent(seen)
+                copies = seen.get("CopyObject", 0) - seen.get("SlowDown:CopyObject", 0)
+                spans = requests.get(f"{url}/_loopback/spans", timeout=30).json()
+                start, end = spans.get(f"CopyObject {target}", (0.0, 1e-3))
                 again: list[float] = []
+                again_requests = 0
                 while len(again) < args.unchanged_repeats:
                     reset_counts(url)
                     t = time.monotonic()
@@ -209,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name].append(
                     {
                         "first_objects_per_s": round(args.objects / first, 1),
+                        # from the first copy to the last, as the endpoint saw them
+                        "copies_per_s": round(copies / max(end - start, 1e-3), 1),
+                        "throttled_per_request": round(throttled(seen) / first_requests, 4),
                         "first_requests_per_object": round(first_requests / args.objects, 4),
                         "first_client_cpu_ms_per_object": round(cpu * 1000 / args.objects, 2),
                         "unchanged_seconds": median(again),
@@ -221,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in rows.items():
         report["results"][name] = {
             "first_objects_per_s": median([r["first_objects_per_s"] for r in runs]),
+            "copies_per_s": median([r["copies_per_s"] for r in runs]),
+            "throttled_per_request": median([r["throttled_per_request"] for r in runs]),
             "unchanged_seconds": median([r["unchanged_seconds"] for r in runs]),
             "first_requests_per_object": runs[-1]["first_requests_per_object"],
             "first_client_cpu_ms_per_object": median(
@@ -235,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                 rate / ceiling("write", args.dilation), 3
             )
             report["results"][name]["first_s3_equivalent_per_s"] = round(rate * args.dilation, 1)
+            report["results"][name]["copies_share_of_write_ceiling"] = round(
+                report["results"][name]["copies_per_s"] / ceiling("write", args.dilation), 3
+            )
         summary = {k: v for k, v in report["results"][name].items() if k != "runs"}
         print(f"{name:<14} medians of {args.runs}: {summary}", flush=True)
     print(f"saved {save('backup', report)}")

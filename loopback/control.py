@@ -9,6 +9,7 @@ throttled ones as ``SlowDown:<operation>``), ``POST /_loopback/counts/reset``,
 ``GET /_loopback/spans`` (``{operation: [first, last]}``: when the first and the last admitted
 request of each operation arrived, epoch seconds, since the counts were reset; the same per
 bucket as ``"<operation> <bucket>"``),
+``GET /_loopback/actions`` (IAM actions the requests since the reset needed, loopback.iam),
 ``GET /_loopback/model`` (the speed model's parameters, or ``{}`` without one).
 """
 
@@ -44,6 +45,9 @@ def handle(
         answer = _restore(injector, query)
     elif path == "/_loopback/counts":
         answer = injector.counted()
+    elif path == "/_loopback/actions":
+        with injector._lock:
+            answer = dict(injector.actions)
     elif path == "/_loopback/spans":
         answer = injector.spans()
     elif path == "/_loopback/counts/reset":

@@ -38,7 +38,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from loopback import control, instances, listing, strict, tags
+from loopback import control, iam, instances, listing, strict, tags
 from loopback.batch import BatchJobs
 from loopback.faults import FaultControls, Faults, Rule
 from loopback.model import S3Model
@@ -61,6 +61,8 @@ class FaultInjector:
         self.model = model
         self.faults = Faults(seed)
         self.counts: Counter[str] = Counter()
+        #: IAM actions the requests received needed (loopback.iam).
+        self.actions: Counter[str] = Counter()
         #: When the first and the last admitted request of each operation arrived (epoch s).
         self.windows: dict[str, list[float]] = {}
         #: Requests by the access key id that signed them (which credentials a run used).
@@ -93,6 +95,7 @@ class FaultInjector:
         with self._lock:
             self.counts.clear()
             self.windows.clear()
+            self.actions.clear()
             self.access_keys.clear()
 
     def _count(self, name: str, signer: str | None = None) -> None:
@@ -119,6 +122,9 @@ class FaultInjector:
         request = parse(environ)
         signer = SIGNER.search(environ.get("HTTP_AUTHORIZATION", ""))
         self._count(request.operation, signer.group(1) if signer else "(unsigned)")
+        needed = iam.needed(request, environ)
+        with self._lock:
+            self.actions.update(needed)
         if self.model is not None and not self.model.admit(request):
             self._count(f"SlowDown:{request.operation}")
             return _slow_down(request, environ, start_response)
@@ -318,6 +324,13 @@ class LoopbackS3(FaultControls):
         """``[first, last]`` arrival (epoch s) of admitted requests by operation."""
         assert self.injector is not None
         return self.injector.spans()
+
+    @property
+    def actions(self) -> dict[str, int]:
+        """IAM actions the requests since the last reset needed, with how many requests."""
+        assert self.injector is not None
+        with self.injector._lock:
+            return dict(self.injector.actions)
 
     @property
     def access_keys(self) -> dict[str, int]:

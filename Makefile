@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser demo test lint format bench bench-archive bench-restore bench-vault bench-backup bench-batch bench-list ui ui-stop serve lock clean
+.PHONY: setup browser demo test lint format docs bench bench-archive bench-restore bench-vault bench-backup bench-batch bench-list ui ui-stop serve lock clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,9 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+docs: setup  ## the documentation site from docs/ (MkDocs Material, strict: a broken link fails) into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: bench-archive bench-restore bench-vault bench-backup bench-batch bench-list  ## every benchmark (minutes; figures in bench/results/)
 

@@ -205,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                 first, cpu = time.monotonic() - t, cpu_seconds() - cpu
                 seen = counts(url)
                 first_requests = requests_sent(seen)
-                copies = seen.get("CopyObject", 0) - seen.get("SlowDown:CopyObject", 0)
+                # a copy is a PUT with a copy source: the endpoint counts it as PutObject
+                copies = seen.get("PutObject", 0) - seen.get("SlowDown:PutObject", 0)
                 spans = requests.get(f"{url}/_loopback/spans", timeout=30).json()
-                start, end = spans.get(f"CopyObject {target}", (0.0, 1e-3))
+                start, end = spans.get(f"PutObject {target}", (0.0, 1e-3))
                 again: list[float] = []
                 again_requests = 0
                 while len(again) < args.unchanged_repeats:

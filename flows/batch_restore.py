@@ -78,7 +78,7 @@ def bulk_restore(
         days: How long restored copies of GLACIER / DEEP_ARCHIVE objects stay readable.
         account_id: AWS account that runs the jobs (default: the caller's, from STS).
         role_arn: IAM role the jobs assume (default:
-            arn:aws:iam::<account>:role/coldflow-batch-operations, see the README).
+            arn:aws:iam::<account>:role/coldflow-batch-operations, see docs/guides/bulk-restore.md).
         report_bucket: Bucket for manifests and completion reports (default: ``bucket``).
         wait: Hold until the jobs have run and every object is readable.
         dry_run: List and estimate only; create no job.

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -35,15 +34,14 @@ from flows.common import (
 from flows.requests import request_and_wait
 from tasks.core.bucket_facts import READS_CURRENT, RESTORES_CURRENT, announce_buckets
 from tasks.core.clients import s3_client
-from tasks.core.errors import InputError, PlateFailedError, describe
+from tasks.core.errors import InputError, describe
 from tasks.core.memory import limit_malloc_arenas
 from tasks.core.s3 import Tier, check_bucket, split_s3_uri
 from tasks.core.sensor import Backoff
 from tasks.core.status import ItemStatus
 from tasks.formats.layout import resolve_layout
 from tasks.formats.ledger import check_ledger
-from tasks.formats.plates_csv import Plate
-from tasks.plates.work import PlateSettings, PlateWork, clean_scratch, scratch_full
+from tasks.plates.work import PlateSettings, PlateWork
 from tasks.restore import plates as plate_restore
 from tasks.restore import tasks as restore_tasks
 from tasks.restore.inventory import Inventory, listed_batches
@@ -181,58 +179,6 @@ def restore_prefix(
         shutil.rmtree(work, ignore_errors=True)
 
 
-@task(
-    name="restore-plate",
-    task_run_name="restore-{plate.plate_id}",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-def restore_plate(
-    plate: Plate,
-    settings: PlateSettings,
-    bundles: list[str],
-    located: dict[str, plate_restore.ArchivedPlate],
-    streaming: bool,
-) -> plate_restore.RestoredPlate:
-    """One plate back to its original keys, verified. Fails with its row attached."""
-    work = PlateWork.create(settings, plate)
-    log = run_logger()
-    row = plate_restore.RestoredPlate(
-        plate.plate_id, work.tag, ItemStatus.FAILED, started=time.time()
-    )
-    try:
-        archived = plate_restore.read_sidecars(work, located[plate.plate_id])
-        work.workdir.mkdir(parents=True, exist_ok=True)
-        index = str(plate_restore.LiveIndex.build(work, work.path("live.sqlite")))
-        for bundle in bundles:
-            t = time.monotonic()
-            done = restore_tasks.unpack_bundle(work, bundle, archived, streaming, index)
-            row.seconds[bundle] = round(time.monotonic() - t, 2)
-            row.files += done["files"]
-            row.bytes += done["bytes"]
-            row.uploaded += done["uploaded"]
-            row.skipped += done["skipped"]
-        row.verified = restore_tasks.verify_restored(work, bundles, archived.listing)
-        row.status = ItemStatus.RESTORED
-        row.message = f"{row.verified} objects back and verified"
-        log.info(
-            "%s: %s (%d uploaded, %d already there)",
-            work.tag,
-            row.message,
-            row.uploaded,
-            row.skipped,
-        )
-    except Exception as exc:
-        row.message = describe(scratch_full(work, exc) or exc)
-        log.error("%s: %s", work.tag, row.message)
-    finally:
-        clean_scratch(work)
-        row.finished = time.time()
-    if row.status != ItemStatus.RESTORED:
-        raise PlateFailedError(row.message, row.as_dict())
-    return row
-
-
 @flow(
     name="restore-plates",
     task_runner=ThreadPoolTaskRunner(max_workers=16),
@@ -368,7 +314,7 @@ def restore_plates(
             shutil.rmtree(work_root, ignore_errors=True)
         todo = [w.plate for w in works if w.plate.plate_id in located]
         futures = submit_bounded(
-            restore_plate,
+            restore_tasks.restore_plate,
             todo,
             max_parallel_plates,
             settings=settings,

@@ -25,7 +25,8 @@ def client_token(bucket: str, manifest_etag: str, tier: str, days: int) -> str:
 
 
 def default_role(account_id: str) -> str:
-    """The IAM role Batch Operations assumes when the caller names none (see the README)."""
+    """The IAM role Batch Operations assumes when the caller names none
+    (docs/guides/bulk-restore.md)."""
     return f"arn:aws:iam::{account_id}:role/coldflow-batch-operations"
 
 

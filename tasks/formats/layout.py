@@ -2,9 +2,9 @@
 
 A layout is data, not code. The default, ``cellpainting``, is the established
 layout that existing archives were made with; keys, tar member paths and
-sidecar names produced here must stay identical to it (see README, "Archive
-layout"). Other labs describe their prefixes and bundles in a JSON file of the
-same shape and pass its path as ``layout``.
+sidecar names produced here must stay identical to it (see docs/layout.md).
+Other labs describe their prefixes and bundles in a JSON file of the same shape
+and pass its path as ``layout``.
 """
 
 from __future__ import annotations

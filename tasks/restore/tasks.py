@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.core.clients import s3_client
-from tasks.core.errors import RestoreTimeout
+from tasks.core.errors import PlateFailedError, RestoreTimeout, describe
+from tasks.core.log import run_logger
 from tasks.core.pace import global_restore_rate, rate_cap
 from tasks.core.retry import PLAIN, TRANSIENT
 from tasks.core.sensor import Backoff, wait_until_done
-from tasks.plates.work import PlateWork
+from tasks.core.status import ItemStatus
+from tasks.formats.plates_csv import Plate
+from tasks.plates.work import PlateSettings, PlateWork, clean_scratch, scratch_full
 from tasks.restore import inventory as steps
 from tasks.restore import plates as plate_restore
 from tasks.restore.poll import PendingRestores
@@ -142,3 +147,55 @@ def unpack_bundle(
 def verify_restored(work: PlateWork, bundles: list[str], listing_key: str) -> int:
     """Every key of the stored listing is back in the live bucket with its size."""
     return plate_restore.verify_restored(work, bundles, listing_key)
+
+
+@task(
+    name="restore-plate",
+    task_run_name="restore-{plate.plate_id}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def restore_plate(
+    plate: Plate,
+    settings: PlateSettings,
+    bundles: list[str],
+    located: dict[str, plate_restore.ArchivedPlate],
+    streaming: bool,
+) -> plate_restore.RestoredPlate:
+    """One plate back to its original keys, verified. Fails with its row attached."""
+    work = PlateWork.create(settings, plate)
+    log = run_logger()
+    row = plate_restore.RestoredPlate(
+        plate.plate_id, work.tag, ItemStatus.FAILED, started=time.time()
+    )
+    try:
+        archived = plate_restore.read_sidecars(work, located[plate.plate_id])
+        work.workdir.mkdir(parents=True, exist_ok=True)
+        index = str(plate_restore.LiveIndex.build(work, work.path("live.sqlite")))
+        for bundle in bundles:
+            t = time.monotonic()
+            done = unpack_bundle(work, bundle, archived, streaming, index)
+            row.seconds[bundle] = round(time.monotonic() - t, 2)
+            row.files += done["files"]
+            row.bytes += done["bytes"]
+            row.uploaded += done["uploaded"]
+            row.skipped += done["skipped"]
+        row.verified = verify_restored(work, bundles, archived.listing)
+        row.status = ItemStatus.RESTORED
+        row.message = f"{row.verified} objects back and verified"
+        log.info(
+            "%s: %s (%d uploaded, %d already there)",
+            work.tag,
+            row.message,
+            row.uploaded,
+            row.skipped,
+        )
+    except Exception as exc:
+        row.message = describe(scratch_full(work, exc) or exc)
+        log.error("%s: %s", work.tag, row.message)
+    finally:
+        clean_scratch(work)
+        row.finished = time.time()
+    if row.status != ItemStatus.RESTORED:
+        raise PlateFailedError(row.message, row.as_dict())
+    return row

@@ -46,8 +46,7 @@ def handle(
     elif path == "/_loopback/counts":
         answer = injector.counted()
     elif path == "/_loopback/actions":
-        with injector._lock:
-            answer = dict(injector.actions)
+        answer = injector.needed_actions()
     elif path == "/_loopback/spans":
         answer = injector.spans()
     elif path == "/_loopback/counts/reset":

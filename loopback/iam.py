@@ -47,9 +47,9 @@ _CONTROL = {
 }
 
 
-def actions(request: Request, environ: dict) -> list[str]:
-    """The IAM actions ``request`` needs (empty for calls that need none, such as STS's
-    GetCallerIdentity)."""
+def needed(request: Request, environ: dict) -> list[str]:
+    """The IAM actions ``request`` needs, DeleteObjects' entries included (empty for calls
+    that need none, such as STS's GetCallerIdentity)."""
     if request.service == "glacier":
         return [_GLACIER.get(request.operation.removeprefix("Glacier:"), request.operation)]
     if request.service == "s3control":
@@ -58,16 +58,16 @@ def actions(request: Request, environ: dict) -> list[str]:
         return []
     if request.service != "s3":
         return [f"{request.service}:{request.operation}"]
-    return _bucket(request) if not request.key else _object(request, environ)
+    return _bucket(request, environ) if not request.key else _object(request)
 
 
-def _bucket(request: Request) -> list[str]:
+def _bucket(request: Request, environ: dict) -> list[str]:
     q, method = request.query, request.method
     for name, (read, write) in _BUCKET_SETTINGS.items():
         if name in q:
             return [read if method == "GET" else write]
     if method == "POST" and "delete" in q:
-        return []  # DeleteObjects: per object, see _object
+        return _delete_many(request, environ)
     if method == "PUT":
         return ["s3:CreateBucket"]
     if method == "DELETE":
@@ -79,7 +79,7 @@ def _bucket(request: Request) -> list[str]:
     return ["s3:ListBucket"]  # ListObjectsV2, HeadBucket
 
 
-def _object(request: Request, environ: dict) -> list[str]:
+def _object(request: Request) -> list[str]:
     q, method, h = request.query, request.method, request.headers
     version = "versionId" in q
     copy = h.get("x-amz-copy-source")
@@ -117,7 +117,7 @@ def _object(request: Request, environ: dict) -> list[str]:
     return [f"s3:{method}"]
 
 
-def deletes_of(request: Request, environ: dict) -> list[str]:
+def _delete_many(request: Request, environ: dict) -> list[str]:
     """DeleteObjects: s3:DeleteObject, s3:DeleteObjectVersion for entries naming a version,
     and s3:GetObject when an entry is conditional on its ETag (AWS asks for both)."""
     body = read_body(environ)
@@ -135,10 +135,3 @@ def _deletes(headers: dict, found: list[str]) -> list[str]:
     if headers.get("x-amz-bypass-governance-retention", "").lower() == "true":
         found.append("s3:BypassGovernanceRetention")
     return found
-
-
-def needed(request: Request, environ: dict) -> list[str]:
-    """Every IAM action ``request`` needs, DeleteObjects' entries included."""
-    if request.method == "POST" and "delete" in request.query and not request.key:
-        return deletes_of(request, environ)
-    return actions(request, environ)

@@ -85,6 +85,11 @@ class FaultInjector:
         with self._lock:
             return dict(self.counts)
 
+    def needed_actions(self) -> dict[str, int]:
+        """IAM actions the requests since the last reset needed, with how many requests."""
+        with self._lock:
+            return dict(self.actions)
+
     def spans(self) -> dict[str, list[float]]:
         """``[first, last]`` arrival of admitted requests by operation, and by operation and
         bucket (``"RestoreObject my-bucket"``), since the last reset."""
@@ -98,11 +103,12 @@ class FaultInjector:
             self.actions.clear()
             self.access_keys.clear()
 
-    def _count(self, name: str, signer: str | None = None) -> None:
+    def _count(self, name: str, signer: str | None = None, actions: Iterable[str] = ()) -> None:
         with self._lock:
             self.counts[name] += 1
             if signer is not None:
                 self.access_keys[signer] += 1
+            self.actions.update(actions)
 
     def _admitted(self, operation: str, bucket: str | None) -> None:
         now = time.time()
@@ -121,10 +127,11 @@ class FaultInjector:
         started = time.monotonic()
         request = parse(environ)
         signer = SIGNER.search(environ.get("HTTP_AUTHORIZATION", ""))
-        self._count(request.operation, signer.group(1) if signer else "(unsigned)")
-        needed = iam.needed(request, environ)
-        with self._lock:
-            self.actions.update(needed)
+        self._count(
+            request.operation,
+            signer.group(1) if signer else "(unsigned)",
+            iam.needed(request, environ),
+        )
         if self.model is not None and not self.model.admit(request):
             self._count(f"SlowDown:{request.operation}")
             return _slow_down(request, environ, start_response)
@@ -329,8 +336,7 @@ class LoopbackS3(FaultControls):
     def actions(self) -> dict[str, int]:
         """IAM actions the requests since the last reset needed, with how many requests."""
         assert self.injector is not None
-        with self.injector._lock:
-            return dict(self.injector.actions)
+        return self.injector.needed_actions()
 
     @property
     def access_keys(self) -> dict[str, int]:

@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 import boto3
-import requests
 
 from bench.common import (
     add_model_arguments,
+    admitted,
     bulk_put,
     ceiling,
     counts,
@@ -48,6 +48,7 @@ from bench.common import (
     requests_sent,
     reset_counts,
     save,
+    span,
     throttled,
 )
 
@@ -206,9 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 seen = counts(url)
                 first_requests = requests_sent(seen)
                 # a copy is a PUT with a copy source: the endpoint counts it as PutObject
-                copies = seen.get("PutObject", 0) - seen.get("SlowDown:PutObject", 0)
-                spans = requests.get(f"{url}/_loopback/spans", timeout=30).json()
-                start, end = spans.get(f"PutObject {target}", (0.0, 1e-3))
+                copies = admitted(seen, "PutObject")
+                copying = span(url, f"PutObject {target}")
                 again: list[float] = []
                 again_requests = 0
                 while len(again) < args.unchanged_repeats:
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "first_objects_per_s": round(args.objects / first, 1),
                         # from the first copy to the last, as the endpoint saw them
-                        "copies_per_s": round(copies / max(end - start, 1e-3), 1),
+                        "copies_per_s": round(copies / copying, 1),
                         "throttled_per_request": round(throttled(seen) / first_requests, 4),
                         "first_requests_per_object": round(first_requests / args.objects, 4),
                         "first_client_cpu_ms_per_object": round(cpu * 1000 / args.objects, 2),

@@ -209,6 +209,18 @@ def counts(url: str) -> dict[str, int]:
     return requests.get(f"{url}/_loopback/counts", timeout=30).json()
 
 
+def span(url: str, name: str) -> float:
+    """Seconds from the first admitted request named ``name`` (an operation, or
+    ``"<operation> <bucket>"``) to the last, as the endpoint at ``url`` saw them."""
+    first, last = requests.get(f"{url}/_loopback/spans", timeout=30).json().get(name, (0.0, 0.0))
+    return max(last - first, 1e-3)
+
+
+def admitted(seen: dict[str, int], operation: str) -> int:
+    """Requests of ``operation`` the endpoint served (not throttled), from a counts snapshot."""
+    return seen.get(operation, 0) - seen.get(f"SlowDown:{operation}", 0)
+
+
 def reset_counts(url: str) -> None:
     requests.post(f"{url}/_loopback/counts/reset", timeout=30).raise_for_status()
 

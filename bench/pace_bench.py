@@ -23,8 +23,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-
 from bench.common import (
     DILATION,
     bulk_put,
@@ -36,6 +34,7 @@ from bench.common import (
     requests_sent,
     reset_counts,
     save,
+    span,
     throttled,
 )
 
@@ -93,13 +92,13 @@ def measure(url: str, kind: str, mode: str, n: int, threads: int, prefix: str) -
     ).stdout
     wall = time.monotonic() - began
     seen = counts(url)
-    first, last = requests.get(f"{url}/_loopback/spans", timeout=30).json()[OPERATION[kind]]
+    seconds = span(url, OPERATION[kind])
     client = json.loads(out.strip().splitlines()[-1])
     sent = requests_sent(seen)
     return {
         "wall_s": round(wall, 2),
-        "span_s": round(last - first, 2),
-        "rate_per_s": round(n / (last - first), 1),
+        "span_s": round(seconds, 2),
+        "rate_per_s": round(n / seconds, 1),
         "throttled": throttled(seen),
         "throttled_per_request": round(throttled(seen) / sent, 4),
         "failed": client["failed"],

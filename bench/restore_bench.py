@@ -32,6 +32,7 @@ import requests
 
 from bench.common import (
     add_model_arguments,
+    admitted,
     bulk_put,
     ceiling,
     counts,
@@ -44,6 +45,7 @@ from bench.common import (
     requests_sent,
     reset_counts,
     save,
+    span,
     throttled,
 )
 from loopback.net import LOOPBACK_CREDENTIALS
@@ -72,16 +74,9 @@ def seed_approach(s3, bucket: str, workers: int = 8) -> None:
         list(pool.map(one, keys))
 
 
-def request_span(url: str) -> float:
-    """Seconds from the first admitted RestoreObject to the last, at the endpoint."""
-    spans = requests.get(f"{url}/_loopback/spans", timeout=30).json()
-    first, last = spans.get("RestoreObject", (0.0, 0.0))
-    return max(last - first, 1e-3)
-
-
 def requested(seen: dict[str, int]) -> int:
     """RestoreObject requests the endpoint admitted (not throttled)."""
-    return seen.get("RestoreObject", 0) - seen.get("SlowDown:RestoreObject", 0)
+    return admitted(seen, "RestoreObject")
 
 
 def two_capped_runs(url: str, s3, fresh_bucket, tmp: str, dilation: float) -> dict:
@@ -101,19 +96,17 @@ def two_capped_runs(url: str, s3, fresh_bucket, tmp: str, dilation: float) -> di
                 buckets,
             )
         )
-    made, span = counts(url), request_span(url)
-    spans = requests.get(f"{url}/_loopback/spans", timeout=30).json()
+    made, together = counts(url), span(url, "RestoreObject")
     each = []
     for b in buckets:
-        first, last = spans[f"RestoreObject {b}"]
-        each.append(round((requested(made) / 2) / (last - first), 1))
+        each.append(round((requested(made) / 2) / span(url, f"RestoreObject {b}"), 1))
         drop_bucket(s3, b)
     limit = ceiling("restore", dilation)
     return {
         "max_requests_per_second_each": half,
         "restores_per_s_each": each,  # over its own first to last request
         "share_of_ceiling_together": round(sum(each) / limit, 3),
-        "share_of_ceiling_first_to_last": round(requested(made) / span / limit, 3),
+        "share_of_ceiling_first_to_last": round(requested(made) / together / limit, 3),
         "throttled": throttled(made),
     }
 
@@ -235,14 +228,19 @@ def main(argv: list[str] | None = None) -> int:
                     t, cpu = time.monotonic(), cpu_seconds()
                     run(bucket)
                     seconds, cpu = time.monotonic() - t, cpu_seconds() - cpu
-                    made, span = counts(url), request_span(url)
+                    made, requesting = counts(url), span(url, "RestoreObject")
                     drop_bucket(s3, bucket)  # keep the endpoint's state the same size
                     rows[(sc, name)].append(
-                        {"seconds": seconds, "span": span, "requests": made, "cpu": cpu}
+                        {
+                            "seconds": seconds,
+                            "span": requesting,
+                            "requests": made,
+                            "cpu": cpu,
+                        }
                     )
                     print(
                         f"run {i + 1} {sc:<6} {name:<42} {n / seconds:8.1f} keys/s, "
-                        f"{requested(made) / span:8.1f} restores/s first to last request",
+                        f"{requested(made) / requesting:8.1f} restores/s first to last request",
                         flush=True,
                     )
         for (sc, name), runs in rows.items():

@@ -142,6 +142,14 @@ def totals(kind: str | None = None) -> dict[str, int]:
     }
 
 
+def rate_line(sent: int, throttled: int, seconds: float, noun: str = "requests") -> str:
+    """``96.3 requests/s; 4 throttled (0.3 %)``: requests a second over ``seconds`` and the
+    share S3 answered SlowDown, as progress artifacts state them."""
+    share = 100.0 * throttled / sent if sent else 0.0
+    rate = sent / max(seconds, 1e-6)
+    return f"{rate:,.1f} {noun}/s; {throttled:,} throttled ({share:.1f} %)"
+
+
 class Tally:
     """What this process's paces of ``kind`` saw since the tally began: requests answered a
     second and ``SlowDown`` answers, as a line for a progress artifact. (Counts every run in
@@ -154,14 +162,13 @@ class Tally:
 
     def line(self) -> str:
         now = totals(self.kind)
-        sent = now["sent"] - self.start["sent"]
-        throttled = now["throttled"] - self.start["throttled"]
-        seconds = max(time.monotonic() - self.began, 1e-6)
-        share = 100.0 * throttled / sent if sent else 0.0
-        return (
-            f"{sent / seconds:,.1f} {self.kind} requests/s; {throttled:,} throttled "
-            f"({share:.1f} %); {now['limit']:,} allowed in flight"
+        done = rate_line(
+            now["sent"] - self.start["sent"],
+            now["throttled"] - self.start["throttled"],
+            time.monotonic() - self.began,
+            f"{self.kind} requests",
         )
+        return f"{done}; {now['limit']:,} allowed in flight"
 
 
 def reset_paces() -> None:
@@ -268,10 +275,10 @@ class GlobalRate:
         self._lock = threading.Lock()
 
     def wait(self) -> None:
-        from prefect.concurrency.sync import rate_limit
-
         with self._lock:
             if self.left == 0:
+                from prefect.concurrency.sync import rate_limit
+
                 rate_limit(self.name, occupy=self.chunk, strict=True)
                 self.left = self.chunk
             self.left -= 1

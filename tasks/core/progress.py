@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
+from tasks.core.pace import rate_line
+
 #: Seconds between two updates of the artifact.
 PUSH_SECONDS = 2.0
 
@@ -42,13 +44,9 @@ class RequestBoard:
 
     def line(self) -> str:
         """``1,200 of 10,000 objects requested; 96.3 requests/s; 4 throttled (0.3 %)``."""
-        seconds = max(time.monotonic() - self.began, 1e-6)
-        share = 100.0 * self.throttled / self.sent if self.sent else 0.0
         of = f" of {self.total:,}" if self.total else ""
-        return (
-            f"{self.done:,}{of} {self.noun}; {self.sent / seconds:,.1f} requests/s; "
-            f"{self.throttled:,} throttled ({share:.1f} %)"
-        )
+        rate = rate_line(self.sent, self.throttled, time.monotonic() - self.began)
+        return f"{self.done:,}{of} {self.noun}; {rate}"
 
     def publish(self, final: bool = False) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact

@@ -64,13 +64,8 @@ THROTTLING_CODES = frozenset(
     }
 )
 #: Error codes worth trying again: throttling, timeouts, server-side failures.
-TRANSIENT_ERROR_CODES = frozenset(
+TRANSIENT_ERROR_CODES = THROTTLING_CODES | frozenset(
     {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
         "RequestTimeout",
         "RequestTimeoutException",
         "InternalError",

@@ -3,27 +3,28 @@
 S3 returns 1,000 keys a request, one page after another: a prefix of 1,000,000 keys is 1,000
 round trips in a row. ``ListObjectsV2`` takes ``StartAfter``, so the key space can be cut
 into ranges listed at the same time. :func:`list_objects` does that without being told
-anything about the keys:
+anything about the keys, one page request at a time, so that no worker idles while work is
+left anywhere:
 
 1. The first page is listed alone. A prefix that fits one page costs one request, as a
    serial listing does.
-2. From the keys seen so far it learns an alphabet and the keys' density, and cuts the rest of
-   the key space ahead into ranges of about ``range_pages`` pages each (interpolating between
-   keys, so cuts fall between the keys it expects, not at fixed characters).
-3. Up to ``workers`` ranges are listed at once; each stops at its upper bound, or after
-   1.5 ``range_pages`` pages (what is left of it is cut again, shorter ranges first). The
-   last range is open-ended, a probe of two pages: as soon as it comes back with more beyond
-   it, the space beyond is cut too (4 ranges, then 8, up to ``workers``), so a short prefix
-   is not cut into ranges past its end and a long one keeps every worker busy.
+2. Each range lists one page after another. A worker that would idle takes half of the range
+   with the most keys left (as the keys' density predicts, :mod:`tasks.core.keyspace`): a cut
+   a whole number of pages past where that range stands, less a margin, so the range it is
+   taken from still ends on a full page and a cut costs about no request.
+3. Past the last key seen, where the prefix may end, ranges start as *probes*: at most two at
+   once, each twice as far as everything confirmed so far (so the known length grows fourfold
+   a round trip). A probe that comes back empty marks the end; the range before it is then
+   halved by probes until what is left is short. Empty probes are the listing's only wasted
+   requests: two or three per prefix, whatever its size.
 4. Entries are yielded range by range, so in key order (UTF-8 byte order, which is code point
-   order and how S3 sorts). A range listed ahead of the consumer waits in a temporary file,
-   a page at a time, so memory holds the pages in flight (``workers``) and the one being
-   read, whatever the prefix holds; entries keep only the fields flows read.
+   order and how S3 sorts). Pages listed ahead of the consumer wait in a temporary file per
+   range, so memory holds the pages in flight and the one being read; at most ``4 × workers``
+   pages wait on disk. Entries keep only the fields flows read.
 
-The cuts only decide speed, never what is listed: ranges are ``(after, upto]`` intervals of
+Cuts only decide speed, never what is listed: ranges are ``(after, upto]`` intervals of
 strings that together cover everything after the first page, so every key lands in exactly
-one, whatever its characters. Costs beyond a serial listing: about half a page per range (a
-range's last page is short) and an empty request where a cut lands past the last key.
+one, whatever its characters.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -39,192 +39,246 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from tasks.core.errors import s3_errors
+from tasks.core.keyspace import Density, KeySpace
 
 __all__ = ["KeySpace", "list_objects"]
 
 #: Keys per page (the API's maximum).
 PAGE = 1000
-#: Ranges listed at once (``COLDFLOW_LIST_WORKERS`` overrides).
+#: Pages requested at once (``COLDFLOW_LIST_WORKERS`` overrides).
 WORKERS = int(os.environ.get("COLDFLOW_LIST_WORKERS", "24"))
-#: Pages a range is cut to hold.
-RANGE_PAGES = 6
+#: The fewest pages a range is cut to hold.
+RANGE_PAGES = 2
 #: What flows read of a listed object; the rest of botocore's entry is dropped.
 FIELDS = ("Key", "Size", "ETag", "LastModified", "StorageClass", "RestoreStatus")
-#: Positions after the common prefix that interpolation looks at.
-DIGITS = 12
-#: Characters of the common prefix counted as digits too.
-SLACK = 3
+#: Probes (ranges past every key seen) out at once.
+PROBES = 2
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Range:
-    """Keys k with after < k <= upto (upto None: to the end of the prefix)."""
+    """Keys k with after < k <= upto (upto None: to the end of the prefix), listed up to
+    ``position``."""
 
     after: str
     upto: str | None
+    probe: bool = False  # starts past every key seen: may be empty
+    position: str = ""
+    busy: bool = False  # a page request in flight
+    done: bool = False
+    error: BaseException | None = None
+    requests: int = 0
+    count: int = 0  # keys kept
+    plan: tuple[int, float] | None = None  # keys kept when cut, keys planned after
+    ready: deque[list[dict]] = field(default_factory=deque)  # pages in memory (the front's)
+    spool: IO[bytes] | None = None  # pages waiting on disk, read from ``read_at``
+    spooled: int = 0
+    read_at: int = 0
 
+    def __post_init__(self) -> None:
+        self.position = self.position or self.after
 
-@dataclass
-class _Listed:
-    spool: IO[bytes]  # pickled pages of entries
-    count: int
-    resume: str | None  # listing stopped early: the rest is (resume, upto]
-    pages: int
-    sample: list[str] = field(default_factory=list)  # the first, every 50th, the last key
-
-    def pages_of(self) -> Iterator[list[dict]]:
-        """The spooled pages, in order; the spool is closed once read."""
-        try:
-            self.spool.seek(0)
-            while True:
-                try:
-                    yield pickle.load(self.spool)
-                except EOFError:
-                    return
-        finally:
-            self.spool.close()
-
-
-class KeySpace:
-    """Maps keys to integers and back, for cutting a key range: each of the first ``DIGITS``
-    characters after the keys' common prefix is a digit, its rank in the alphabet seen so far
-    (a character not seen counts as the one below it). Order-keeping (never reversing); only
-    used to place cuts, so an imperfect map costs speed, never keys."""
-
-    def __init__(self, prefix: str, first: str) -> None:
-        self.prefix, self.common = prefix, first
-        self.base = first
-        self.alphabet: list[str] = []
-
-    def learn(self, keys: list[str]) -> None:
-        """Narrow the common prefix and widen the alphabet with a page's keys. The digits
-        start a few characters before the common prefix ends: keys counted in a page
-        (``x/000000`` to ``x/000999``) go on past it (``x/001000``)."""
-        if not keys:
+    def keep(self, page: list[dict], front: bool) -> None:
+        """A page of entries for the consumer: in memory if it reads this range next and
+        nothing is spooled before it, else on disk."""
+        if front and not self.spooled:
+            self.ready.append(page)
             return
-        for key in (keys[0], keys[-1]):
-            n = 0
-            limit = min(len(self.common), len(key))
-            while n < limit and self.common[n] == key[n]:
-                n += 1
-            self.common = self.common[:n]
-        self.base = self.common[: max(len(self.prefix), len(self.common) - SLACK)]
-        seen = set(self.alphabet)
-        for key in [*keys[:: max(1, len(keys) // 50)], keys[-1]]:
-            seen.update(key[len(self.base) : len(self.base) + DIGITS])
-        self.alphabet = sorted(seen)
+        if self.spool is None:
+            self.spool = tempfile.TemporaryFile(prefix="coldflow-listing-")  # noqa: SIM115
+        self.spool.seek(0, os.SEEK_END)
+        pickle.dump(page, self.spool, protocol=pickle.HIGHEST_PROTOCOL)
+        self.spooled += 1
 
-    @property
-    def radix(self) -> int:
-        return len(self.alphabet) + 1
+    def take(self) -> list[dict] | None:
+        """The next page for the consumer, or None if none is here yet."""
+        if self.spooled:
+            assert self.spool is not None
+            self.spool.seek(self.read_at)
+            page = pickle.load(self.spool)
+            self.read_at = self.spool.tell()
+            self.spooled -= 1
+            return page
+        return self.ready.popleft() if self.ready else None
 
-    def value(self, key: str) -> int:
-        """The key as an integer of DIGITS digits in base ``radix``: 0 where the key has
-        ended, else the number of alphabet characters up to its character (order kept)."""
-        tail = key[len(self.base) :] if key.startswith(self.base) else ""
-        v = 0
-        for i in range(DIGITS):
-            digit = bisect_right(self.alphabet, tail[i]) if i < len(tail) else 0
-            v = v * self.radix + digit
-        return v
-
-    def key(self, value: int) -> str:
-        """A key at ``value``: the common prefix and the characters the digits stand for."""
-        digits = []
-        for _ in range(DIGITS):
-            value, digit = divmod(value, self.radix)
-            digits.append(digit)
-        chars = []
-        for d in reversed(digits):
-            if not d:  # the key ends here
-                break
-            chars.append(self.alphabet[d - 1])
-        return self.base + "".join(chars)
-
-    @property
-    def top(self) -> int:
-        return self.radix**DIGITS
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
 
-def _list_range(
-    client: Any, bucket: str, prefix: str, part: _Range, max_pages: int, extra: dict
-) -> _Listed:
-    """The entries of one range, at most ``max_pages`` pages of them, spooled to a temporary
-    file page by page: a range listed ahead of the consumer waits there, not in memory.
-    Entries keep only the fields flows read."""
-    spool = tempfile.TemporaryFile(prefix="coldflow-listing-")  # noqa: SIM115 (closed by its reader)
-    count, after, pages, last = 0, part.after, 0, ""
-    sample: list[str] = []  # every 50th key
+def _page(
+    client: Any, bucket: str, prefix: str, after: str, extra: dict
+) -> tuple[list[dict], bool]:
+    """One page after ``after``: its entries (only the fields flows read) and whether S3 has
+    more. Where the range ends is decided when the page is back (a range may be cut while
+    its request is out)."""
+    kwargs = {"StartAfter": after} if after else {}
+    answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **kwargs, **extra)
+    entries = [{k: e[k] for k in FIELDS if k in e} for e in answer.get("Contents", [])]
+    return entries, bool(answer.get("IsTruncated"))
 
-    def done(resume: str | None) -> _Listed:
-        return _Listed(spool, count, resume, pages, [*sample, last] if count else [])
+
+class _Plan:
+    """The ranges of one listing and where to cut them next (see the module's text)."""
+
+    def __init__(self, first: list[dict], prefix: str, page_size: int, range_pages: int):
+        keys = [e["Key"] for e in first]
+        self.space = KeySpace(prefix, keys[0])
+        self.space.learn(keys)
+        self.density = Density(self.space)
+        self.density.add(keys[0], keys[-1], len(keys))
+        self.first, self.seen = keys[0], keys[-1]  # first key, greatest key seen
+        self.page, self.least = page_size, max(1, range_pages)
+        self.ranges: deque[_Range] = deque([_Range(keys[-1], None)])
+        self.probes = 0  # probes without their first page yet
+        self.ended = False  # a probe found the end, or the open range reached it
+        self.misses: deque[float] = deque(maxlen=16)  # cuts' errors, share of keys planned
+
+    def learn(self, r: _Range, kept: list[dict], last: str | None) -> None:
+        if r.probe and r.requests == 1:
+            self.probes -= 1
+            if last is None:
+                self.ended = True
+        if last is not None and last > self.seen:
+            self.seen = last
+        if kept:
+            keys = [e["Key"] for e in kept[:: max(1, len(kept) // 50)]] + [kept[-1]["Key"]]
+            self.space.learn(keys)
+            self.density.add(kept[0]["Key"], kept[-1]["Key"], len(kept))
+        if r.upto is None and last is None:
+            self.ended = True
+
+    def finished(self, r: _Range) -> None:
+        """``r`` reached its cut: how far off the keys planned for it were."""
+        if r.plan is not None:
+            before, planned = r.plan
+            self.misses.append(abs(r.count - before - planned) / planned)
+
+    def margin(self, keys: int) -> float:
+        """Keys a cut is placed short of whole pages, so the range before it ends on a full
+        page, not one more request for a few keys: half again the largest error of the
+        recent cuts (5 % before two are known), at least one key."""
+        spread = max(self.misses) if len(self.misses) >= 2 else 0.05
+        return 1 + keys * max(0.005, 1.5 * spread)
+
+    def cut(self, r: _Range, keys: float, probe: bool) -> _Range | None:
+        """A new range from about ``keys`` keys past where ``r`` stands to ``r``'s end, ``r``
+        left with a whole number of pages less the margin."""
+        pages = max(1, round(keys / self.page)) * self.page
+        planned = pages - self.margin(pages)
+        cut = self.density.ahead(r.position, planned, r.upto)
+        if cut is None or (cut <= self.seen and probe):
+            return None
+        new = _Range(cut, r.upto, probe=probe)
+        r.upto, r.plan = cut, (r.count, planned)
+        self.ranges.insert(self.ranges.index(r) + 1, new)
+        self.probes += probe
+        return new
+
+    def probe(self) -> _Range | None:
+        """A range past every key seen, twice as far as what is known: while the end is not
+        found, from the open range; after, halving the range the end lies in."""
+        if self.probes >= (1 if self.ended else PROBES):
+            return None
+        tail = self.ranges[-1]
+        if not self.ended:
+            if tail.upto is not None or tail.done:
+                return None
+            start = max(self.seen, tail.position)
+            if self.density.between(start, self.space.last) < 2 * self.least * self.page:
+                return None  # the key space ends soon after: no room for a probe to pay
+            known = self.density.between(self.first, start)
+            ahead = self.density.between(tail.position, start)
+            return self.cut(tail, ahead + max(known, self.page), probe=True)
+        for r in reversed(self.ranges):  # the range the end lies in: halve what is unknown
+            if r.done or r.upto is None or r.upto <= self.seen:
+                continue
+            start = max(self.seen, r.position)
+            left = self.density.between(start, r.upto)
+            if left < 4 * self.least * self.page:
+                return None
+            return self.cut(r, self.density.between(r.position, start) + left / 2, probe=True)
+        return None
+
+    def steal(self) -> _Range | None:
+        """Half of the range with the most keys left among those known to be full (a key past
+        their end was seen)."""
+        fine = len(self.misses) >= 2 and max(self.misses) < 0.01  # cuts cost next to nothing
+        best, most = None, (1.0 if fine else 2.0) * self.least * self.page
+        for r in self.ranges:
+            if r.done or r.upto is None or r.upto > self.seen:
+                continue
+            left = self.density.between(r.position, r.upto)
+            if left >= most:
+                best, most = r, left
+        return None if best is None else self.cut(best, most / 2, probe=False)
+
+
+def _listed(pool: ThreadPoolExecutor, work: Callable[[_Range], Any], plan: _Plan, workers: int):
+    """Run the plan: keep ``workers`` page requests out, yield each range's pages in order."""
+    out: dict[Future, _Range] = {}
+
+    def submit(r: _Range) -> None:
+        r.busy = True
+        out[pool.submit(work, r)] = r
+
+    def fill() -> None:
+        waiting = sum(r.spooled for r in plan.ranges)
+        for r in plan.ranges:
+            if len(out) >= workers:
+                return
+            if not (r.busy or r.done or r.error) and (r is plan.ranges[0] or waiting < 4 * workers):
+                submit(r)
+        while len(out) < workers and waiting < 4 * workers:
+            new = plan.probe() or plan.steal()
+            if new is None:
+                return
+            submit(new)
+
+    def settle(done: set[Future]) -> None:
+        for future in done:
+            r = out.pop(future)
+            r.busy = False
+            r.requests += 1
+            if future.exception() is not None:
+                r.error = future.exception()
+                continue
+            entries, truncated = future.result()
+            kept = [e for e in entries if r.upto is None or e["Key"] <= r.upto]
+            last = entries[-1]["Key"] if entries else None
+            more = truncated and len(kept) == len(entries) > 0 and last != r.upto
+            plan.learn(r, kept, last)
+            if kept:
+                r.keep(kept, r is plan.ranges[0])
+                r.position = kept[-1]["Key"]
+                r.count += len(kept)
+            r.done = not more
+            if r.done and (len(kept) < len(entries) or last == r.upto):
+                plan.finished(r)
 
     try:
-        while True:
-            kwargs = {"StartAfter": after} if after else {}
-            answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **kwargs, **extra)
-            pages += 1
-            contents = answer.get("Contents", [])
-            kept = [
-                {k: e[k] for k in FIELDS if k in e}
-                for e in contents
-                if part.upto is None or e["Key"] <= part.upto
-            ]
-            if kept:
-                pickle.dump(kept, spool, protocol=pickle.HIGHEST_PROTOCOL)
-                count += len(kept)
-                sample.extend(e["Key"] for e in kept[::50])
-                last = kept[-1]["Key"]
-            if len(kept) < len(contents) or not answer.get("IsTruncated") or not contents:
-                return done(None)
-            after = contents[-1]["Key"]
-            if part.upto is not None and after == part.upto:
-                return done(None)
-            if pages >= max_pages:
-                return done(after)
-    except BaseException:
-        spool.close()
-        raise
-
-
-@dataclass
-class _Slot:
-    """A range in the queue, its listing, and whether its ``resume`` was already acted on."""
-
-    part: _Range
-    future: Future[_Listed]
-    handled: bool = False
-
-
-class _Density:
-    """Keys per unit of a :class:`KeySpace`'s values, from the ranges listed last."""
-
-    def __init__(self) -> None:
-        self.recent: deque[tuple[str, str, int]] = deque(maxlen=8)
-
-    def add(self, first: str, last: str, count: int) -> None:
-        if count > 1:
-            self.recent.append((first, last, count - 1))
-
-    def cuts(self, space: KeySpace, after: str, upto: str | None, sizes: list[int]) -> list[str]:
-        """Cut points after ``after`` (and before ``upto``), ranges of ``sizes`` keys each as
-        the recent density predicts (the last range is left open); none where it can't."""
-        width = sum(space.value(b) - space.value(a) for a, b, _ in self.recent)
-        count = sum(c for _, _, c in self.recent)
-        if width <= 0 or count <= 0:
-            return []
-        at = space.value(after)
-        end = space.value(upto) if upto is not None else space.top
-        found: list[str] = []
-        for size in sizes[:-1]:
-            at += max(1, width * size // count)
-            if at >= end:
-                break
-            cut = space.key(at)
-            if cut <= (found[-1] if found else after) or (upto is not None and cut >= upto):
+        while plan.ranges:
+            front = plan.ranges[0]
+            page = front.take()
+            if page is not None:
+                yield page
                 continue
-            found.append(cut)
-        return found
+            if front.error is not None:
+                raise front.error
+            if front.done:
+                front.close()
+                plan.ranges.popleft()
+                yield front.requests
+                continue
+            fill()
+            done, _ = wait(list(out), return_when=FIRST_COMPLETED)
+            settle(done)
+    finally:
+        for future in out:
+            future.cancel()
+        for r in plan.ranges:
+            r.close()
 
 
 def list_objects(
@@ -269,87 +323,17 @@ def list_objects(
             if not answer.get("IsTruncated") or not page:
                 return
             after = page[-1]["Key"]
-    space = KeySpace(prefix, contents[0]["Key"])
-    space.learn([e["Key"] for e in contents])
-    density = _Density()
-    density.add(contents[0]["Key"], contents[-1]["Key"], len(contents))
-    cap, probe = range_pages + range_pages // 2, max(1, range_pages // 3)
-    queue: deque[_Slot] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") as pool:
+    plan = _Plan(contents, prefix, page_size, range_pages)
 
-        def submit(parts: list[_Range], front: bool = False) -> None:
-            slots = [
-                _Slot(p, pool.submit(_list_range, client, bucket, prefix, p, pages, extra))
-                for p in parts
-                for pages in [probe if p.upto is None else cap]
-            ]
-            if front:
-                queue.extendleft(reversed(slots))
+    def work(r: _Range) -> tuple[list[dict], bool]:
+        return _page(client, bucket, prefix, r.position, extra)
+
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") as pool,
+        s3_errors(bucket, prefix),
+    ):
+        for item in _listed(pool, work, plan, workers):
+            if isinstance(item, int):
+                counted(item)
             else:
-                queue.extend(slots)
-
-        def cut(after: str, upto: str | None, n: int, ramp: bool = False) -> list[_Range]:
-            """``n`` ranges; with ``ramp`` (just after the consumer) the first ones shorter,
-            so the range the consumer waits on next is back soon."""
-            pages = [min(range_pages, 1 + i) if ramp else range_pages for i in range(n)]
-            points = density.cuts(space, after, upto, [p * page_size for p in pages])
-            return [_Range(a, b) for a, b in zip([after, *points], [*points, upto], strict=True)]
-
-        burst = [4]  # ranges cut ahead at once, doubled as the prefix proves longer
-
-        def room() -> int:
-            return max(1, workers - len(queue))
-
-        def ahead() -> int:
-            n = min(burst[0], room())
-            burst[0] = min(workers, 2 * burst[0])
-            return n
-
-        def learn(got: _Listed) -> None:
-            if got.sample:
-                space.learn(got.sample)
-                density.add(got.sample[0], got.sample[-1], got.count)
-
-        def extend(slot: _Slot) -> None:
-            """The open range came back with more beyond it: cut that now, not when the
-            consumer reaches it, so the ranges ahead never run dry. A range that failed is
-            left for the consumer, who raises its error on reaching it."""
-            slot.handled = True
-            if slot.future.exception() is not None:
-                return
-            got = slot.future.result()
-            learn(got)
-            if got.resume is not None:
-                slot.part = _Range(slot.part.after, got.resume)
-                submit(cut(got.resume, None, ahead()))
-
-        submit(cut(contents[-1]["Key"], None, ahead(), ramp=True))
-        try:
-            while queue:
-                front = queue[0]
-                while not front.future.done():
-                    tail = queue[-1]
-                    if tail is front or tail.handled or tail.part.upto is not None:
-                        wait([front.future])
-                        continue
-                    wait([front.future, tail.future], return_when=FIRST_COMPLETED)
-                    if tail.future.done():
-                        extend(tail)
-                queue.popleft()
-                with s3_errors(bucket, prefix):
-                    got = front.future.result()
-                counted(got.pages)
-                for page in got.pages_of():
-                    yield from page
-                if front.handled:
-                    continue
-                learn(got)
-                if got.resume is not None:  # more than predicted: cut the rest again
-                    n = room() if front.part.upto is not None else ahead()
-                    submit(cut(got.resume, front.part.upto, n, ramp=True), front=True)
-        finally:
-            for slot in queue:
-                slot.future.cancel()
-            for slot in queue:  # spools of ranges listed but never read
-                if not slot.future.cancelled() and slot.future.exception() is None:
-                    slot.future.result().spool.close()
+                yield from item

@@ -5,7 +5,10 @@ keys into many ranges, so every way of cutting is exercised on the loopback endp
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +106,16 @@ def test_key_space_keeps_order_and_cuts_between_keys():
     a, b = space.value("p/0100"), space.value("p/0900")
     middle = space.key((a + b) // 2)
     assert "p/0100" < middle < "p/0900"
+
+
+def test_a_range_that_fails_raises_at_the_consumer_and_leaves_no_files_open(bucket, loopback):
+    keys = [f"fail/{i:05d}" for i in range(3000)]
+    loopback.bulk_put(BUCKET, keys)
+    fds = len(os.listdir("/proc/self/fd"))
+    listing = list_objects(bucket, BUCKET, "fail/", page_size=100, workers=6)
+    assert next(listing)["Key"] == keys[0]  # the first page is listed alone
+    loopback.inject_error("GET", "", operation="ListObjects", status=403, code="AccessDenied")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        list(listing)
+    loopback.clear_faults()
+    assert len(os.listdir("/proc/self/fd")) <= fds  # spools of ranges listed ahead closed

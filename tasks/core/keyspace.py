@@ -1,0 +1,125 @@
+"""Where to cut a key range: keys mapped to integers, and how many keys lie between two.
+
+Used by the parallel listing (:mod:`tasks.core.listing`) to place the start of a new range a
+number of keys ahead of a range being listed. Only speed depends on it: a cut that lands
+badly makes a range longer or shorter, never loses or repeats a key.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+
+__all__ = ["Density", "KeySpace"]
+
+#: Positions after the common prefix that interpolation looks at.
+DIGITS = 12
+#: Characters of the common prefix counted as digits too.
+SLACK = 3
+
+
+class KeySpace:
+    """Maps keys to integers and back, for cutting a key range: each of the first ``DIGITS``
+    characters after the keys' common prefix is a digit, its rank in the alphabet seen so far
+    (a character not seen counts as the one below it, a key that has ended as the lowest).
+    Order-keeping (never reversing), and with no digit kept for keys that end, which few do:
+    such a digit would be a gap in every place, where the keys' density is lower than the
+    density the cuts are placed by. Only used to place cuts, so an imperfect map costs
+    speed, never keys."""
+
+    def __init__(self, prefix: str, first: str) -> None:
+        self.prefix, self.common = prefix, first
+        self.base = first
+        self.alphabet: list[str] = []
+
+    def learn(self, keys: list[str]) -> None:
+        """Narrow the common prefix and widen the alphabet with a page's keys. The digits
+        start a few characters before the common prefix ends: keys counted in a page
+        (``x/000000`` to ``x/000999``) go on past it (``x/001000``)."""
+        if not keys:
+            return
+        for key in (keys[0], keys[-1]):
+            n = 0
+            limit = min(len(self.common), len(key))
+            while n < limit and self.common[n] == key[n]:
+                n += 1
+            self.common = self.common[:n]
+        self.base = self.common[: max(len(self.prefix), len(self.common) - SLACK)]
+        seen = set(self.alphabet)
+        for key in [*keys[:: max(1, len(keys) // 50)], keys[-1]]:
+            seen.update(key[len(self.base) : len(self.base) + DIGITS])
+        self.alphabet = sorted(seen)
+
+    @property
+    def radix(self) -> int:
+        return max(2, len(self.alphabet))
+
+    def value(self, key: str) -> int:
+        """The key as an integer of DIGITS digits in base ``radix``: per character, the
+        number of alphabet characters below or at it, less one (0 where the key has ended)."""
+        tail = key[len(self.base) :] if key.startswith(self.base) else ""
+        v = 0
+        for i in range(DIGITS):
+            digit = max(0, bisect_right(self.alphabet, tail[i]) - 1) if i < len(tail) else 0
+            v = v * self.radix + digit
+        return v
+
+    def key(self, value: int) -> str:
+        """A key at ``value``: the common prefix and the characters the digits stand for,
+        without the lowest character at its end (the shortest such key)."""
+        if not self.alphabet:
+            return self.base
+        chars = []
+        for _ in range(DIGITS):
+            value, digit = divmod(value, self.radix)
+            chars.append(self.alphabet[min(digit, len(self.alphabet) - 1)])
+        return self.base + "".join(reversed(chars)).rstrip(self.alphabet[0])
+
+    @property
+    def top(self) -> int:
+        return self.radix**DIGITS
+
+    @property
+    def last(self) -> str:
+        """The greatest key the digits can stand for: every key past it maps to it too."""
+        return self.key(self.top - 1)
+
+
+class Density:
+    """Keys per unit of a :class:`KeySpace`'s values, from the pages listed last: how many
+    keys lie between two keys, and which key lies a number of keys after another."""
+
+    def __init__(self, space: KeySpace) -> None:
+        self.space = space
+        self.recent: deque[tuple[str, str, int]] = deque(maxlen=16)
+
+    def add(self, first: str, last: str, count: int) -> None:
+        """A page (or range) held ``count`` keys from ``first`` to ``last``."""
+        if count > 1 and first < last:
+            self.recent.append((first, last, count - 1))
+
+    def _rate(self) -> tuple[int, int]:
+        v = self.space.value
+        width = sum(v(b) - v(a) for a, b, _ in self.recent)
+        return width, sum(c for _, _, c in self.recent)
+
+    def between(self, after: str, upto: str | None) -> float:
+        """Keys expected in (after, upto]; infinite to the end of the prefix or unknown."""
+        width, count = self._rate()
+        if upto is None or width <= 0 or count <= 0:
+            return float("inf")
+        return max(0.0, (self.space.value(upto) - self.space.value(after)) * count / width)
+
+    def ahead(self, after: str, keys: float, upto: str | None = None) -> str | None:
+        """A key about ``keys`` keys after ``after`` (and before ``upto``; halfway to the end
+        of the key space if that is nearer), or None where the density is unknown or the cut
+        would not fall strictly between them."""
+        width, count = self._rate()
+        if width <= 0 or count <= 0:
+            return None
+        start = self.space.value(after)
+        at = min(start + max(1, int(keys * width / count)), (start + self.space.top) // 2)
+        cut = self.space.key(at)
+        if cut <= after or (upto is not None and cut >= upto):
+            return None
+        return cut

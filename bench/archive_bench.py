@@ -4,15 +4,20 @@ against archive_plates, on the same plate.
 
     python -m bench.archive_bench [--mib 434] [--runs 3] [--modes staged,streaming]
         [--parallel 1,2,4] [--baseline ../shared/bench/baseline_archive.sh]
+        [--small-objects 20000 --raw-get-threads 160]
 
-Seeds one synthetic plate of about ``--mib`` MiB into a loopback endpoint running
-in its own process, then runs the baseline and archive_plates alternately
-``--runs`` times each, and prints medians, the ratio, peak RSS (process tree)
-and peak scratch bytes. ``--parallel`` adds a curve of several plates archived
-with max_parallel_plates = 1, 2, 4. Each archive_plates call runs in a fresh process
-with the deployments' environment, against a Prefect server in a process of its own
-(the production shape: a worker starts one process per flow run); its wall time is
-the call's, and peak RSS is that process's whole life, imports included.
+Seeds one synthetic plate of about ``--mib`` MiB into a loopback endpoint running in its own
+process, then runs the baseline and archive_plates alternately ``--runs`` times each, and
+prints medians, the ratio, peak RSS (process tree) and peak scratch bytes. ``--small-objects
+N`` adds N objects of 16 KiB (synthetic image data) to the plate's images; each tool's GETs
+per second from its first to its last, as a share of the model's read ceiling, says whether
+requests or compression bound it (the raw pipeline's ``tar_gzip`` stage is the compressor
+alone). ``--raw-get-threads`` tunes the raw pipeline's GETs in flight to the model (about
+ceiling × latency). ``--parallel`` adds a curve of several plates archived with
+max_parallel_plates = 1, 2, 4. Each archive_plates call runs in a fresh process with the
+deployments' environment, against a Prefect server in a process of its own (the production
+shape: a worker starts one process per flow run); its wall time is the call's, and peak RSS
+is that process's whole life, imports included.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ import yaml
 
 from bench.common import (
     add_model_arguments,
+    admitted,
+    bulk_put,
+    ceiling,
     empty_prefix,
     endpoint_process,
     median,
@@ -42,6 +50,7 @@ from bench.common import (
     model_of,
     prefect_server_process,
     save,
+    span,
 )
 
 PROJECT, BATCH = "bench_project", "bench_batch"
@@ -167,10 +176,10 @@ def run_coldflow(csv: Path, scratch: Path, streaming: bool, parallel: int = 1) -
     return {"seconds": row["seconds"], "rss": sampler.rss, "scratch": sampler.scratch}
 
 
-def run_raw(scratch: Path) -> dict:
+def run_raw(scratch: Path, get_threads: int = 16) -> dict:
     """The raw pipeline (bench.raw_pipeline) in a fresh process: the floor to compare with."""
     args = [sys.executable, "-m", "bench.raw_pipeline", LIVE, f"projects/{PROJECT}/", COLD]
-    args.append("raw/plate.tar.gz")
+    args += ["raw/plate.tar.gz", "--get-threads", str(get_threads)]
     holder: dict[str, subprocess.Popen] = {}
     with Sampler(lambda: holder["p"].pid if "p" in holder else None, scratch) as sampler:
         holder["p"] = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -190,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", default="1,2,4", help='several plates in parallel; "" skips')
     ap.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "cf-bench")
+    ap.add_argument("--small-objects", type=int, default=0)
+    ap.add_argument("--raw-get-threads", type=int, default=16)
     add_model_arguments(ap, "read")
     args = ap.parse_args(argv)
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -207,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=COLD)
         nbytes = seed_plate(url, [plate], args.mib)
+        if args.small_objects:
+            tiles = f"projects/{PROJECT}/{BATCH}/images/{plate[1]}/Images/tiles/t"
+            bulk_put(url, LIVE, tiles, args.small_objects, "STANDARD", size=16 * 1024)
+            nbytes += args.small_objects * 16 * 1024
         report["plate_bytes"] = nbytes
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=LIVE)
         objects = sum(len(page.get("Contents", [])) for page in pages)
@@ -228,10 +243,12 @@ def main(argv: list[str] | None = None) -> int:
                     if name == "baseline":
                         row = run_baseline(args.baseline, url, plate, scratch)
                     elif name == "raw":
-                        row = run_raw(scratch)
+                        row = run_raw(scratch, args.raw_get_threads)
                     else:
                         row = run_coldflow(csv, scratch, streaming=name == "streaming")
+                gets = admitted(cost["seen"], "GetObject") / span(url, "GetObject")
                 row |= {
+                    "gets_per_s": gets,
                     "client_cpu_ms_per_object": cost["client_cpu_s"] * 1000 / objects,
                     "requests_per_object": cost["requests"] / objects,
                     "throttled": cost["throttled"],
@@ -254,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                         median([r["requests_per_object"] for r in rows]), 3
                     ),
                     "throttled": max(r["throttled"] for r in rows),
+                    "gets_per_s": round(median([r["gets_per_s"] for r in rows]), 1),
                     "client_cpu_ms_per_object": round(
                         median([r["client_cpu_ms_per_object"] for r in rows]), 2
                     ),
@@ -261,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_model:  # the same run on S3: latencies and transfers / D
                     res = report["results"][name]
                     res["s3_equivalent_seconds"] = round(res["median_seconds"] / args.dilation, 2)
+                    res["gets_share_of_read_ceiling"] = round(
+                        res["gets_per_s"] / ceiling("read", args.dilation), 3
+                    )
         base = report["results"].get("baseline", {}).get("median_seconds")
         raw = report["results"].get("raw", {}).get("median_seconds")
         for name, res in report["results"].items():
@@ -276,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{res['requests_per_object']:.3f} requests/object  "
                 f"throttled {res['throttled']}  "
                 f"client CPU {res['client_cpu_ms_per_object']:.2f} ms/object  "
-                f"({nbytes / MIB:.0f} MiB plate, {objects} objects)"
+                f"GETs {res['gets_per_s']:.1f}/s"
+                + (
+                    f" ({res['gets_share_of_read_ceiling']:.2f} of the read ceiling)  "
+                    if "gets_share_of_read_ceiling" in res
+                    else "  "
+                )
+                + f"({nbytes / MIB:.0f} MiB plate, {objects} objects)"
             )
         if args.parallel:
             report["parallel"] = parallel_curve(

@@ -225,7 +225,11 @@ def reset_counts(url: str) -> None:
     requests.post(f"{url}/_loopback/counts/reset", timeout=30).raise_for_status()
 
 
-def bulk_put(url: str, bucket: str, prefix: str, count: int, storage_class: str) -> None:
+def bulk_put(
+    url: str, bucket: str, prefix: str, count: int, storage_class: str, size: int = 0
+) -> None:
+    """``count`` objects ``prefix0000000`` … in the endpoint's store: one byte each, or
+    ``size`` bytes of synthetic image data."""
     requests.post(
         f"{url}/_loopback/bulk-put",
         params={
@@ -233,6 +237,7 @@ def bulk_put(url: str, bucket: str, prefix: str, count: int, storage_class: str)
             "prefix": prefix,
             "count": count,
             "storage_class": storage_class,
+            "size": size,
         },
         timeout=600,
     ).raise_for_status()

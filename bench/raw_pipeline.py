@@ -1,12 +1,13 @@
 """The practical floor for archiving a plate on this machine: no verification, no Prefect.
 
     python -m bench.raw_pipeline BUCKET PREFIX COLD_BUCKET KEY [--level 3] [--threads 2]
+        [--get-threads 16]
 
-List the prefix; GET every object, 16 at a time, into memory; tar them with the same
-compressor on the same threads as archive_plates (ISA-L gzip, level 3, 2 threads); upload
-the tarball as a multipart upload, 8 parts of 8 MiB in flight. One stage after another, as
-the simplest script would. Prints the stage times as one JSON line; bench.archive_bench
-compares archive_plates with it.
+List the prefix; GET every object, 16 at a time (``--get-threads``), into memory; tar them
+with the same compressor on the same threads as archive_plates (ISA-L gzip, level 3, 2
+threads); upload the tarball as a multipart upload, 8 parts of 8 MiB in flight. One stage
+after another, as the simplest script would. Prints the stage times as one JSON line;
+bench.archive_bench compares archive_plates with it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
+from botocore.config import Config
 from isal import igzip_threaded
 
 MIB = 1024 * 1024
@@ -33,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("key")
     ap.add_argument("--level", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--get-threads", type=int, default=16)
     args = ap.parse_args(argv)
-    s3 = boto3.client("s3")
+    s3 = boto3.client("s3", config=Config(max_pool_connections=max(10, args.get_threads)))
     seconds: dict[str, float] = {}
 
     t = time.monotonic()
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds["list"] = time.monotonic() - t
 
     t = time.monotonic()
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(args.get_threads) as pool:
         bodies = list(
             pool.map(lambda k: s3.get_object(Bucket=args.bucket, Key=k)["Body"].read(), keys)
         )

@@ -247,7 +247,8 @@ def archive_plates(
         max_parallel_plates: How many plates are archived at the same time.
         compression: gzip (.tar.gz, the established format) or zstd (.tar.zst).
         compression_level: gzip 0-3 (ISA-L levels; 3 is close to gzip -6), zstd 1-22.
-        transfer_concurrency: Parallel downloads/upload parts per plate.
+        transfer_concurrency: Parallel large downloads/upload parts per plate (small
+            objects download eight times as many at once, under the read pace).
         part_size_mib: Smallest multipart part size; doubled while a tarball needs more than
             10,000 parts.
         streaming: Tar straight from S3 reads into a multipart upload: no scratch copy of

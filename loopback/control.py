@@ -36,9 +36,13 @@ def handle(
     answer: Any
     if path == "/_loopback/bulk-put":
         keys = (f"{query['prefix']}{i:07d}" for i in range(int(query["count"])))
+        size = int(query.get("size", 0))
         answer = {
             "created": bulk_put(
-                query["bucket"], keys, storage_class=query.get("storage_class", "STANDARD")
+                query["bucket"],
+                keys,
+                body=_image_slices(size) if size else b"x",
+                storage_class=query.get("storage_class", "STANDARD"),
             )
         }
     elif path == "/_loopback/restore":
@@ -85,13 +89,26 @@ def _restore(injector: FaultInjector, query: dict[str, str]) -> dict[str, int]:
 
 
 def bulk_put(
-    bucket: str, keys: Iterable[str], body: bytes = b"x", storage_class: str = "STANDARD"
+    bucket: str,
+    keys: Iterable[str],
+    body: bytes | Callable[[int], bytes] = b"x",
+    storage_class: str = "STANDARD",
 ) -> int:
-    """Create objects directly in this process's moto store (no HTTP round trips)."""
+    """Create objects directly in this process's moto store (no HTTP round trips); ``body``
+    is every object's, or gives the n-th object's."""
     store = backend()
     n = 0
     with listing.writing():
         for key in keys:
-            store.put_object(bucket, key, body, storage=storage_class, disable_notification=True)
+            data = body(n) if callable(body) else body
+            store.put_object(bucket, key, data, storage=storage_class, disable_notification=True)
             n += 1
     return n
+
+
+def _image_slices(size: int) -> Callable[[int], bytes]:
+    """Bodies of ``size`` bytes cut from the seeder's synthetic microscope frames, a different
+    slice each, so they compress as a plate's images do (not as copies of one body)."""
+    from loopback.seed import _body
+
+    return lambda n: _body("image", size, n)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tasks.archive.listing import PlateListing, bundle_totals
 from tasks.archive.progress import BundleProgress, counted
-from tasks.archive.staging import staged_ahead
+from tasks.archive.staging import download_workers, staged_ahead
 from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead
 from tasks.archive.verify import check_tarball
 from tasks.core.s3 import MIB, abort_incomplete_uploads, part_size_for, put_text, upload_path
@@ -212,7 +212,7 @@ def _stream_bundle(
             s.bucket,
             read_entries(work.entries(bundle)),
             work.where.member_name,
-            workers=s.transfer_concurrency,
+            workers=download_workers(s.transfer_concurrency),
         ),
         lambda m: m.size,
         moving.stage(1.0, moving.nbytes),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from tasks.archive.staging import staged_window
+from tasks.archive.staging import staged_budget, staged_window
 from tasks.core.errors import EmptyPlateError
 from tasks.core.s3 import iter_objects
 from tasks.formats.listing import (
@@ -94,7 +94,10 @@ def list_plate(work: PlateWork) -> PlateListing:
     finally:
         for h in handles.values():
             h.close()
-    listing.window_bytes = {b: sum(sizes) for b, sizes in largest.items()}
+    budget = staged_budget(work.settings.transfer_concurrency)
+    listing.window_bytes = {  # the window's objects, or the byte budget and one more
+        b: min(sum(sizes), budget + max(sizes, default=0)) for b, sizes in largest.items()
+    }
     if listing.total_objects == 0:
         raise EmptyPlateError(
             f"{work.tag}: nothing to archive, every prefix is empty: "

@@ -15,15 +15,33 @@ from tasks.core.retry import retry_stream
 from tasks.core.s3 import MIB
 from tasks.formats.listing import ObjectEntry
 
-_COPY_BUFFER = 1 * MIB
+_COPY_BUFFER = 256 * 1024
 #: Objects staged ahead of the tar writer, per download thread.
 AHEAD_PER_THREAD = 4
+#: Download threads per unit of ``transfer_concurrency``: a small object's download is one
+#: round trip, so holding S3's read ceiling takes ~ceiling x latency of them at once (165 at
+#: 5,500 GET/s and 30 ms); the read pace (tasks.core.pace) decides how many are really out.
+DOWNLOADS_PER_TRANSFER = 8
+#: Bytes staged ahead of the tar writer per unit of ``transfer_concurrency``: large objects
+#: are bound by bandwidth, not by requests in flight, and must not fill scratch.
+AHEAD_BYTES_PER_TRANSFER = 16 * MIB
+
+
+def download_workers(concurrency: int) -> int:
+    """Download threads for a plate archived with ``transfer_concurrency`` = ``concurrency``."""
+    return DOWNLOADS_PER_TRANSFER * concurrency
+
+
+def staged_budget(concurrency: int) -> int:
+    """The most bytes staged ahead of the tar writer (one object more, however large)."""
+    return AHEAD_BYTES_PER_TRANSFER * concurrency
 
 
 def staged_window(concurrency: int) -> int:
     """The most objects on scratch at once while a bundle is staged with ``concurrency``
-    downloads: those downloading or waiting for the tar writer, and the one it reads."""
-    return AHEAD_PER_THREAD * concurrency + 1
+    (``transfer_concurrency``): those downloading or waiting for the tar writer, and the one
+    it reads. Their bytes are bounded by :func:`staged_budget` too."""
+    return AHEAD_PER_THREAD * download_workers(concurrency) + 1
 
 
 def staged_path(root: Path, index: int) -> Path:
@@ -88,9 +106,10 @@ def staged_ahead(
     concurrency: int,
     on_staged: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[ObjectEntry, Path]]:
-    """Stage entries under ``root`` (see :func:`staged_path`), ``concurrency`` at a time, and
-    yield each ``(entry, path)`` in listing order as soon as it is on disk, so the tarball is
-    written while later objects download. Each file is removed once the consumer asks for the
+    """Stage entries under ``root`` (see :func:`staged_path`), :func:`download_workers` at a
+    time and at most :func:`staged_budget` bytes ahead, and yield each ``(entry, path)`` in
+    listing order as soon as it is on disk, so the tarball is written while later objects
+    download. Each file is removed once the consumer asks for the
     next (it has been read by then), so scratch holds the tarball and a window of objects.
 
     A body cut off half-way is read again (:func:`retry_stream`); anything else stops the
@@ -104,9 +123,13 @@ def staged_ahead(
         retry_stream(lambda: download_entry(client, bucket, entry, path))
         return path
 
-    ahead = staged_window(concurrency) - 1
     for (_, entry), path in ordered_map(
-        fetch, enumerate(entries), workers=concurrency, ahead=ahead
+        fetch,
+        enumerate(entries),
+        workers=download_workers(concurrency),
+        ahead=staged_window(concurrency) - 1,
+        weight=lambda item: item[1].size,
+        budget=staged_budget(concurrency),
     ):
         if on_staged is not None:
             on_staged(entry.size)

@@ -61,23 +61,34 @@ _END = object()
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int | None = None
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    ahead: int | None = None,
+    weight: Callable[[T], int] | None = None,
+    budget: int | None = None,
 ) -> Iterator[tuple[T, R]]:
     """Yield ``(item, fn(item))`` in the order of ``items``, ``workers`` at a time and at most
-    ``ahead`` items (default ``workers * 4``) before the one the consumer waits for.
+    ``ahead`` items (default ``workers * 4``) before the one the consumer waits for; with
+    ``weight`` and ``budget``, also at most ``budget`` of weight (bytes, say) ahead, at least
+    one item whatever it weighs.
 
     The first exception, in order, is raised; what is queued behind it is cancelled and what
     is running is waited for. A consumer that stops early does the same.
     """
     limit = max(ahead or workers * 4, 1)
+    cap = budget if budget is not None and weight is not None else None
     source = iter(items)
+    held = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         queued: deque[tuple[T, Future[R]]] = deque()
         try:
             for item in source:
                 queued.append((item, pool.submit(fn, item)))
-                if len(queued) >= limit:
+                held += weight(item) if cap is not None else 0
+                while queued and (len(queued) >= limit or (cap is not None and held >= cap)):
                     first, future = queued.popleft()
+                    held -= weight(first) if cap is not None else 0
                     yield first, future.result()
             while queued:
                 first, future = queued.popleft()

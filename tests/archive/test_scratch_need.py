@@ -6,7 +6,7 @@ import random
 
 from tasks.archive.bundle import SCRATCH_MARGIN, STREAMING_MARGIN, scratch_need, tarball_bound
 from tasks.archive.listing import PlateListing, keep_largest
-from tasks.archive.staging import staged_window
+from tasks.archive.staging import staged_budget, staged_window
 from tasks.core.s3 import MIB
 
 
@@ -21,18 +21,17 @@ def test_keep_largest_keeps_the_n_largest_sizes():
 
 
 def test_a_staged_plate_reserves_its_largest_tarball_and_window_not_every_object():
-    # two bundles: 1,000 images of 300 MiB and 10 CSVs of 1 MiB; 16 downloads at a time
-    window = staged_window(16)
+    # two bundles: 1,000 images of 300 MiB and 10 CSVs of 1 MiB; transfer_concurrency 16
+    window = min(staged_window(16) * 300 * MIB, staged_budget(16) + 300 * MIB)
+    assert window == (16 * 16 + 300) * MIB  # the byte budget binds, not the object count
     listing = PlateListing(
         objects={"images": 1000, "analysis": 10},
         bytes={"images": 1000 * 300 * MIB, "analysis": 10 * MIB},
-        window_bytes={"images": window * 300 * MIB, "analysis": 10 * MIB},
+        window_bytes={"images": window, "analysis": 10 * MIB},
     )
     need = scratch_need(listing)
     listings = listing.total_objects * 1024
-    assert need == listings + tarball_bound(1000 * 300 * MIB, 1000) + window * 300 * MIB + (
-        SCRATCH_MARGIN
-    )
+    assert need == listings + tarball_bound(1000 * 300 * MIB, 1000) + window + SCRATCH_MARGIN
     # was: every object plus the largest tarball, twice the plate
     assert need < listing.total_bytes * 1.2
     assert scratch_need(listing, streaming=True) == listings + STREAMING_MARGIN

@@ -71,3 +71,19 @@ def test_ordered_map_runs_a_bounded_window_ahead_and_raises_in_order():
             seen.append(item)
     assert seen == [0, 1, 2, 3, 4]  # everything before the failure, in order
     assert max(started) < 5 + 4  # never more than the window past the consumer
+
+
+def test_ordered_map_holds_at_most_its_weight_budget_ahead_and_one_item_however_heavy():
+    started: list[int] = []
+
+    def work(i: int) -> int:
+        started.append(i)
+        return i
+
+    ahead = []
+    weights = {i: 10 for i in range(100)} | {50: 1000}  # one item over the budget on its own
+    for i, _ in ordered_map(work, range(100), workers=4, ahead=64, weight=weights.get, budget=35):
+        ahead.append(len(started) - 1 - i)
+    assert max(ahead) <= 3  # 35 bytes hold three items of 10 beyond the one being read
+    assert len(started) == 100
+    assert list(range(100)) == sorted(started)

@@ -43,11 +43,14 @@ docs: setup  ## the documentation site from docs/ (MkDocs Material, strict: a br
 
 bench: bench-archive bench-restore bench-vault bench-backup bench-batch bench-list  ## every benchmark (minutes; figures in bench/results/)
 
-bench-archive: setup  ## archive_plates against the shell pipeline on the same plate
+bench-archive: setup  ## archive_plates against the shell pipeline on the same plate, then a plate of 20,000 tiles
 	$(BIN)/python -m bench.archive_bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.archive_bench --mib 100 --small-objects 20000 --runs 1 --parallel "" \
+		--dilation 40 --raw-get-threads 160 --no-baseline
 
-bench-list: setup  ## a 100,000-key prefix: serial paginator against the parallel listing
+bench-list: setup  ## a 100,000-key prefix: serial paginator against the parallel listing; a 1,000,000-key dry run
 	$(BIN)/python -m bench.list_bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.list_memory
 
 bench-restore: setup  ## restore_prefix against the seed script and rclone
 	$(BIN)/python -m bench.restore_bench $(BENCH_ARGS)

@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="staged,streaming")
     ap.add_argument("--parallel", default="1,2,4", help='several plates in parallel; "" skips')
     ap.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the shell baseline (hours on 20,000 tiles)"
+    )
     ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "cf-bench")
     ap.add_argument("--small-objects", type=int, default=0)
     ap.add_argument("--raw-get-threads", type=int, default=16)
@@ -237,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                 scratch = args.scratch / f"{name}-{i}"
                 scratch.mkdir(parents=True, exist_ok=True)
                 empty_cold(s3)
-                if name == "baseline" and (not args.baseline.exists() or not shutil.which("aws")):
+                if name == "baseline" and (
+                    args.no_baseline or not args.baseline.exists() or not shutil.which("aws")
+                ):
                     continue
                 with metered(url) as cost:
                     if name == "baseline":

@@ -92,16 +92,24 @@ class Density:
     def __init__(self, space: KeySpace) -> None:
         self.space = space
         self.recent: deque[tuple[str, str, int]] = deque(maxlen=16)
+        self.added = 0
+        self._cached: tuple[tuple, tuple[int, int]] | None = None
 
     def add(self, first: str, last: str, count: int) -> None:
         """A page (or range) held ``count`` keys from ``first`` to ``last``."""
         if count > 1 and first < last:
             self.recent.append((first, last, count - 1))
+            self.added += 1
 
     def _rate(self) -> tuple[int, int]:
-        v = self.space.value
-        width = sum(v(b) - v(a) for a, b, _ in self.recent)
-        return width, sum(c for _, _, c in self.recent)
+        """Value width and keys of the recent pages, computed again only when a page was
+        added or the key space learned characters (it is asked for every cut considered)."""
+        version = (self.added, self.space.base, len(self.space.alphabet))
+        if self._cached is None or self._cached[0] != version:
+            v = self.space.value
+            width = sum(v(b) - v(a) for a, b, _ in self.recent)
+            self._cached = (version, (width, sum(c for _, _, c in self.recent)))
+        return self._cached[1]
 
     def between(self, after: str, upto: str | None) -> float:
         """Keys expected in (after, upto]; infinite to the end of the prefix or unknown."""

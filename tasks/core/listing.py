@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import IO, Any
 
 from tasks.core.errors import s3_errors
@@ -69,7 +70,7 @@ class _Range:
     error: BaseException | None = None
     requests: int = 0
     count: int = 0  # keys kept
-    plan: tuple[int, float] | None = None  # keys kept when cut, keys planned after
+    plan: tuple[int, float, int] | None = None  # keys kept when cut, keys planned, pages
     ready: deque[list[dict]] = field(default_factory=deque)  # pages in memory (the front's)
     spool: IO[bytes] | None = None  # pages waiting on disk, read from ``read_at``
     spooled: int = 0
@@ -152,15 +153,17 @@ class _Plan:
     def finished(self, r: _Range) -> None:
         """``r`` reached its cut: how far off the keys planned for it were."""
         if r.plan is not None:
-            before, planned = r.plan
-            self.misses.append(abs(r.count - before - planned) / planned)
+            before, planned, pages = r.plan
+            self.misses.append(abs(r.count - before - planned) / pages)
 
     def margin(self, keys: int) -> float:
         """Keys a cut is placed short of whole pages, so the range before it ends on a full
         page, not one more request for a few keys: half again the largest error of the
-        recent cuts (5 % before two are known), at least one key."""
+        recent cuts (5 % before two are known), at least one key and at most a quarter of
+        the keys (errors are shares of the whole pages planned, so a wide margin does not
+        feed on itself)."""
         spread = max(self.misses) if len(self.misses) >= 2 else 0.05
-        return 1 + keys * max(0.005, 1.5 * spread)
+        return 1 + keys * min(0.25, max(0.005, 1.5 * spread))
 
     def cut(self, r: _Range, keys: float, probe: bool) -> _Range | None:
         """A new range from about ``keys`` keys past where ``r`` stands to ``r``'s end, ``r``
@@ -171,7 +174,7 @@ class _Plan:
         if cut is None or (cut <= self.seen and probe):
             return None
         new = _Range(cut, r.upto, probe=probe)
-        r.upto, r.plan = cut, (r.count, planned)
+        r.upto, r.plan = cut, (r.count, planned, pages)
         self.ranges.insert(self.ranges.index(r) + 1, new)
         self.probes += probe
         return new
@@ -201,12 +204,12 @@ class _Plan:
             return self.cut(r, self.density.between(r.position, start) + left / 2, probe=True)
         return None
 
-    def steal(self) -> _Range | None:
-        """Half of the range with the most keys left among those known to be full (a key past
-        their end was seen)."""
+    def steal(self, near: int) -> _Range | None:
+        """Half of the range with the most keys left among the ``near`` ranges next to the
+        consumer that are known to be full (a key past their end was seen)."""
         fine = len(self.misses) >= 2 and max(self.misses) < 0.01  # cuts cost next to nothing
         best, most = None, (1.0 if fine else 2.0) * self.least * self.page
-        for r in self.ranges:
+        for r in islice(self.ranges, near):
             if r.done or r.upto is None or r.upto > self.seen:
                 continue
             left = self.density.between(r.position, r.upto)
@@ -224,14 +227,16 @@ def _listed(pool: ThreadPoolExecutor, work: Callable[[_Range], Any], plan: _Plan
         out[pool.submit(work, r)] = r
 
     def fill() -> None:
-        waiting = sum(r.spooled for r in plan.ranges)
-        for r in plan.ranges:
-            if len(out) >= workers:
-                return
-            if not (r.busy or r.done or r.error) and (r is plan.ranges[0] or waiting < 4 * workers):
+        """Requests for the ranges next to the consumer first; past them, and for probes,
+        only while fewer than ``4 × workers`` pages wait on disk."""
+        room = sum(r.spooled for r in plan.ranges) < 4 * workers
+        for i, r in enumerate(plan.ranges):
+            if len(out) >= workers or (i >= workers and not room):
+                break
+            if not (r.busy or r.done or r.error):
                 submit(r)
-        while len(out) < workers and waiting < 4 * workers:
-            new = plan.probe() or plan.steal()
+        while len(out) < workers:
+            new = (plan.probe() if room else None) or plan.steal(4 * workers if room else workers)
             if new is None:
                 return
             submit(new)

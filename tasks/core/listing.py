@@ -29,6 +29,7 @@ one, whatever its characters.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import tempfile
@@ -167,7 +168,10 @@ class _Plan:
 
     def cut(self, r: _Range, keys: float, probe: bool) -> _Range | None:
         """A new range from about ``keys`` keys past where ``r`` stands to ``r``'s end, ``r``
-        left with a whole number of pages less the margin."""
+        left with a whole number of pages less the margin. None where the keys' density is
+        not known yet (a page of one key, or keys the key space cannot tell apart)."""
+        if not math.isfinite(keys):
+            return None
         pages = max(1, round(keys / self.page)) * self.page
         planned = pages - self.margin(pages)
         cut = self.density.ahead(r.position, planned, r.upto)

@@ -89,6 +89,15 @@ def test_ten_keys_cost_one_request_and_many_keys_list_in_ranges(bucket, loopback
     assert pages <= loopback.request_counts["ListObjects"] <= pages * 1.2
 
 
+def test_pages_of_one_key_list_serially_without_a_density(bucket, loopback):
+    """A page of one key tells nothing of the keys' density: no cut is placed on it."""
+    keys = [f"one/{i:03d}" for i in range(12)]
+    loopback.bulk_put(BUCKET, keys)
+    loopback.clear_faults()
+    assert [o["Key"] for o in list_objects(bucket, BUCKET, "one/", page_size=1, workers=4)] == keys
+    assert loopback.request_counts["ListObjects"] <= len(keys) + 1
+
+
 def test_iter_objects_lists_through_it_and_stops_early(bucket, loopback):
     keys = [f"k/{i:05d}" for i in range(2500)]
     loopback.bulk_put(BUCKET, keys)

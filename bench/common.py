@@ -158,7 +158,11 @@ def endpoint_process(
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a million keys in memory can take longer to go
+            proc.kill()
+            proc.wait()
 
 
 def split_cpus() -> tuple[set[int], set[int]]:

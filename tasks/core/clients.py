@@ -135,10 +135,52 @@ def client(service: str, credentials_block: str | None = None, retries: bool = T
     config = CLIENT_CONFIG if retries else CLIENT_CONFIG.merge(SINGLE_ATTEMPT)
     made = session(credentials_block).client(service, **_client_params(credentials_block, config))
     pace.install(made)  # every request through the process's pace (tasks.core.pace)
+    if service == "s3":
+        _parse_pages_one_at_a_time(made)
     if service == "s3control" and is_custom_endpoint(made.meta.endpoint_url):
         made.meta.events.register("before-sign.s3-control", _strip_account_host(made))
     with _lock:
         return _clients.setdefault(key, made)
+
+
+#: Operations answered with pages of up to 1,000 entries: hundreds of KB of XML each.
+PAGED = ("ListObjectsV2", "ListObjectVersions", "ListMultipartUploads", "ListParts")
+_parsing = threading.Lock()
+
+
+class _Parsing(threading.local):
+    held = False
+
+
+_parse_held = _Parsing()
+
+
+def _parse_pages_one_at_a_time(made: Any) -> None:
+    """Let one thread of the process at a time parse a listing page.
+
+    A page being parsed takes ~2.5 MiB (its XML tree and botocore's dicts, against ~0.3 MiB
+    of body). Parsing holds the GIL, so pages listed by two dozen threads at once are parsed
+    one after another anyway, but interleaved: every page in flight is half-parsed at the
+    same time, and a parallel listing's memory grows by that much per thread. In turn, it
+    grows by the bodies only (measured: +62 MiB at 24 threads, +21 MiB in turn, no slower).
+    The lock is taken once the body is read (``before-parse``) and given back once the page
+    is parsed (``response-received``) or the call failed (``after-call-error``).
+    """
+    events = made.meta.events
+
+    def enter(**_: Any) -> None:
+        _parsing.acquire()
+        _parse_held.held = True
+
+    def leave(**_: Any) -> None:
+        if _parse_held.held:
+            _parse_held.held = False
+            _parsing.release()
+
+    for operation in PAGED:
+        events.register(f"before-parse.s3.{operation}", enter, unique_id=f"cf-parse-{operation}")
+        for event in ("response-received", "after-call-error"):
+            events.register(f"{event}.s3.{operation}", leave, unique_id=f"cf-{event}-{operation}")
 
 
 #: Host name suffixes of AWS's own endpoints, where the account id belongs in the host name.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp as botocore_timestamp
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED
 from prefect_aws import AwsCredentials
@@ -151,3 +153,33 @@ def test_requests_name_coldflow_in_their_user_agent(loopback, retries):
         made.meta.events.unregister("before-send.s3", record)
     assert len(sent) == 1
     assert sent[0].startswith("coldflow/") and "Botocore/" in sent[0]
+
+
+def test_listing_pages_are_parsed_one_at_a_time(s3):
+    """Eight threads listing at once parse their pages in turn (a page half-parsed per thread
+    is what made a parallel listing's memory grow with its threads), and list all keys."""
+    from tasks.core.listing import list_objects
+
+    s3.put_object(Bucket=LIVE, Key="other", Body=b"")
+    for i in range(60):
+        s3.put_object(Bucket=LIVE, Key=f"pages/{i:03d}", Body=b"x")
+    reset_clients()
+    made = client("s3")
+    now = {"parsing": 0, "most": 0}
+
+    def parsing(**_) -> None:  # runs after the gate's own handler: inside the gate
+        now["parsing"] += 1
+        now["most"] = max(now["most"], now["parsing"])
+        time.sleep(0.01)  # long enough for another thread's page to arrive meanwhile
+
+    def parsed(**_) -> None:  # runs before the gate is left
+        now["parsing"] -= 1
+
+    made.meta.events.register("before-parse.s3.ListObjectsV2", parsing)
+    made.meta.events.register_first("response-received.s3.ListObjectsV2", parsed)
+    keys = [o["Key"] for o in list_objects(made, LIVE, "pages/", workers=8, page_size=2)]
+    assert keys == [f"pages/{i:03d}" for i in range(60)]
+    assert now["most"] == 1 and now["parsing"] == 0
+    with pytest.raises(ClientError):  # an error answer is parsed too, and leaves the gate
+        made.list_objects_v2(Bucket="no-such-bucket-here")
+    assert made.list_objects_v2(Bucket=LIVE, Prefix="pages/", MaxKeys=1)["KeyCount"] == 1

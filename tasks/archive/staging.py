@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.core.concurrency import ordered_map
+from tasks.core.concurrency import unordered_map
 from tasks.core.errors import SourceChangedError, is_missing, translate
 from tasks.core.retry import retry_stream
 from tasks.core.s3 import MIB
@@ -107,10 +107,12 @@ def staged_ahead(
     on_staged: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[ObjectEntry, Path]]:
     """Stage entries under ``root`` (see :func:`staged_path`), :func:`download_workers` at a
-    time and at most :func:`staged_budget` bytes ahead, and yield each ``(entry, path)`` in
-    listing order as soon as it is on disk, so the tarball is written while later objects
-    download. Each file is removed once the consumer asks for the
-    next (it has been read by then), so scratch holds the tarball and a window of objects.
+    time and at most :func:`staged_budget` bytes ahead, and yield each ``(entry, path)`` as
+    soon as it is on disk, in the order downloads finish, so the tarball is written while
+    later objects download and one slow answer holds up nothing behind it (members'
+    order in a tarball is free: its listing is sorted before it is compared). Each file is
+    removed once the consumer asks for the next (it has been read by then), so scratch
+    holds the tarball and a window of objects.
 
     A body cut off half-way is read again (:func:`retry_stream`); anything else stops the
     staging and is raised.
@@ -123,7 +125,7 @@ def staged_ahead(
         retry_stream(lambda: download_entry(client, bucket, entry, path))
         return path
 
-    for (_, entry), path in ordered_map(
+    for (_, entry), path in unordered_map(
         fetch,
         enumerate(entries),
         workers=download_workers(concurrency),

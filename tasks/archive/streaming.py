@@ -12,15 +12,16 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import partial
+from itertools import groupby
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tasks.archive.staging import check_size, open_entry, read_entry
+from tasks.core.concurrency import unordered_map
 from tasks.core.errors import s3_errors
 from tasks.core.retry import retry_stream
 from tasks.core.s3 import MIB, strip_etag
@@ -56,45 +57,31 @@ def read_ahead(
     workers: int = 16,
     window: int = READ_AHEAD_BYTES,
 ) -> Iterator[MemberSource]:
-    """Tar members for ``entries``, in order, with small objects fetched ahead in parallel
-    (at most ``window`` bytes waiting) and large ones streamed (pinned to their ETag)."""
-    pending: deque[tuple[ObjectEntry, Future[bytes] | None]] = deque()
-    waiting = 0
-    source = iter(entries)
-    exhausted = False
+    """Tar members for ``entries``: each run of small objects fetched ``workers`` at a time
+    (at most ``window`` bytes waiting) and handed over as each arrives, so one slow answer
+    holds up nothing behind it; large ones streamed (pinned to their ETag) where the
+    listing has them, once the small ones before them are in."""
+
+    def fetch(entry: ObjectEntry) -> bytes:
+        return retry_stream(lambda: read_entry(client, bucket, entry))
+
+    def member(entry: ObjectEntry, opener: Callable) -> MemberSource:
+        return MemberSource(member_name(entry.key), entry.size, epoch(entry.modified), opener)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        try:
-            while True:
-                while not exhausted and (not pending or waiting < window):
-                    entry = next(source, None)
-                    if entry is None:
-                        exhausted = True
-                        break
-                    if entry.size <= READ_AHEAD_OBJECT:
-                        fut = pool.submit(
-                            retry_stream, lambda e=entry: read_entry(client, bucket, e)
-                        )
-                        pending.append((entry, fut))
-                        waiting += entry.size
-                    else:
-                        pending.append((entry, None))
-                        break  # stream it when its turn comes; read ahead past it later
-                if not pending:
-                    return
-                entry, fut = pending.popleft()
-                if fut is not None:
-                    data = fut.result()
-                    waiting -= entry.size
-                    opener = partial(_in_memory, data)
-                else:
-                    opener = _streamer(client, bucket, entry)
-                yield MemberSource(
-                    member_name(entry.key), entry.size, epoch(entry.modified), opener
-                )
-        finally:
-            for _, fut in pending:
-                if fut is not None:
-                    fut.cancel()
+        for small, run in groupby(entries, key=lambda e: e.size <= READ_AHEAD_OBJECT):
+            if not small:
+                for entry in run:
+                    yield member(entry, _streamer(client, bucket, entry))
+                continue
+            for entry, data in unordered_map(
+                fetch, run, workers, weight=_size, budget=window, pool=pool
+            ):
+                yield member(entry, partial(_in_memory, data))
+
+
+def _size(entry: ObjectEntry) -> int:
+    return entry.size
 
 
 def _in_memory(data: bytes) -> nullcontext[BinaryIO]:

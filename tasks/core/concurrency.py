@@ -22,39 +22,67 @@ R = TypeVar("R")
 def bounded_map(
     fn: Callable[[T], R], items: Iterable[T], workers: int, in_flight: int | None = None
 ) -> Iterator[R]:
-    """Yield ``fn(item)`` for every item, ``workers`` at a time, in completion order.
+    """Yield ``fn(item)`` for every item, ``workers`` at a time and at most ``in_flight``
+    (default ``workers * 4``) drawn and not yet yielded, in completion order
+    (:func:`unordered_map` without the items)."""
+    for _, result in unordered_map(fn, items, workers, ahead=in_flight):
+        yield result
+
+
+def unordered_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    ahead: int | None = None,
+    weight: Callable[[T], int] | None = None,
+    budget: int | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> Iterator[tuple[T, R]]:
+    """Yield ``(item, fn(item))`` for every item as each call finishes, ``workers`` at a time,
+    with at most ``ahead`` items (default ``workers * 4``) drawn and not yet yielded; with
+    ``weight`` and ``budget``, also at most ``budget`` of weight (bytes, say), at least one
+    item whatever it weighs. ``pool`` runs the calls on an executor the caller keeps (it
+    then bounds the calls at once, not ``workers``).
+
+    Completion order, unlike :func:`ordered_map`: one slow answer (S3's tail latencies are
+    several times its median) holds up nothing behind it, so the calls in flight stay at
+    the window, not at the ones that happen to precede the slowest.
 
     Each finished call hands itself over on a queue: waiting on the whole set of calls in
     flight for the first to finish would cost a lock per call in flight per result, a tenth
     of the client's time at thousands of small requests a second.
-    The first exception stops new submissions, waits for what is running and is raised.
+    The first exception stops new submissions, cancels what is queued, waits for what is
+    running and is raised; a consumer that stops early does the same.
     """
-    limit = in_flight or workers * 4
+    limit = max(ahead or workers * 4, 1)
+    cap = budget if budget is not None and weight is not None else None
     source = iter(items)
     finished: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: set[Future[R]] = set()
-
-        def submit(item: T) -> None:
-            future = pool.submit(fn, item)
-            pending.add(future)
-            future.add_done_callback(finished.put)
-
-        for item in islice(source, limit):
-            submit(item)
-        while pending:
+    pending: dict[Future[R], T] = {}
+    held = 0
+    executor = pool or ThreadPoolExecutor(max_workers=workers)
+    try:
+        while True:
+            while len(pending) < limit and (cap is None or held < cap or not pending):
+                item = next(source, _END)
+                if item is _END:
+                    break
+                future = executor.submit(fn, item)  # type: ignore[arg-type]
+                pending[future] = item  # type: ignore[assignment]
+                held += weight(item) if cap is not None else 0  # type: ignore[misc,arg-type]
+                future.add_done_callback(finished.put)
+            if not pending:
+                return
             future = finished.get()
-            pending.discard(future)
-            exc = future.exception()
-            if exc is not None:
-                for other in pending:
-                    other.cancel()
-                wait(pending)
-                raise exc
-            yield future.result()
-            item = next(source, _END)
-            if item is not _END:
-                submit(item)
+            item = pending.pop(future)
+            held -= weight(item) if cap is not None else 0  # type: ignore[misc]
+            yield item, future.result()
+    finally:
+        for other in pending:
+            other.cancel()
+        wait(pending)
+        if pool is None:
+            executor.shutdown(wait=True)
 
 
 _END = object()

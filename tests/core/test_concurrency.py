@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tasks.core.concurrency import ordered_map, prefetch
+from tasks.core.concurrency import bounded_map, ordered_map, prefetch, unordered_map
 
 
 def test_items_come_in_order():
@@ -87,3 +87,50 @@ def test_ordered_map_holds_at_most_its_weight_budget_ahead_and_one_item_however_
     assert max(ahead) <= 3  # 35 bytes hold three items of 10 beyond the one being read
     assert len(started) == 100
     assert list(range(100)) == sorted(started)
+
+
+def test_unordered_map_hands_over_what_finished_while_a_slow_call_runs():
+    release = threading.Event()
+
+    def work(i: int) -> int:
+        if i == 0:
+            assert release.wait(10)  # the head of the listing answers last
+        return i * i
+
+    seen = []
+    for item, result in unordered_map(work, range(40), workers=4, ahead=8):
+        seen.append(item)
+        assert result == item * item
+        if len(seen) == 30:
+            release.set()
+    assert sorted(seen) == list(range(40))
+    assert seen[0] != 0 and seen.index(0) >= 30  # nothing waited behind the slow call
+
+
+def test_unordered_map_keeps_its_window_and_budget_and_raises_the_first_error():
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 60:
+            raise OSError(28, "No space left on device")
+        return i
+
+    weights = {i: 10 for i in range(200)} | {20: 1000}  # one item over the budget on its own
+    seen: list[int] = []
+    with pytest.raises(OSError, match="No space"):
+        for item, _ in unordered_map(
+            work, range(200), workers=3, ahead=6, weight=weights.get, budget=35
+        ):
+            seen.append(item)
+            assert len(started) - len(seen) <= 4  # 35 of weight: three of 10 and the fourth
+    assert 60 not in seen and max(started) < 60 + 6
+    assert set(range(50)) <= set(seen)  # what came before the failure was handed over
+
+
+def test_bounded_map_yields_every_result_once():
+    assert sorted(bounded_map(lambda i: -i, range(500), workers=8)) == sorted(
+        -i for i in range(500)
+    )

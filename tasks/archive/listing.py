@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tasks.archive.staging import staged_budget, staged_window
+from tasks.core.concurrency import batched, prefetch
 from tasks.core.errors import EmptyPlateError
+from tasks.core.listing import PAGE
 from tasks.core.s3 import iter_objects
 from tasks.formats.listing import (
     ObjectEntry,
@@ -41,29 +44,48 @@ class PlateListing:
         return sum(self.bytes.values())
 
 
-def walk(work: PlateWork):
-    """(bundle, entry) for every object under the plate's prefixes, as S3 pages come in."""
+#: Pages of each prefix listed ahead of the one being read.
+PAGES_AHEAD = 2
+
+
+def plate_objects(work: PlateWork) -> Iterator[tuple[str, dict]]:
+    """(bundle, S3 entry) for every object under the plate's prefixes, prefix by prefix.
+
+    The prefixes are listed at once, each a few pages ahead of the one being read: a plate's
+    small prefixes (illum, analysis, backend) take a round trip each, and one after another
+    they added theirs to every listing of the plate."""
     client, bucket = work.settings.client, work.settings.bucket
-    for bundle, prefixes in work.where.bundles.items():
-        for prefix in prefixes:
-            for obj in iter_objects(client, bucket, prefix):
-                yield bundle, ObjectEntry.from_s3(obj)
+    prefixes = [(b, p) for b, ps in work.where.bundles.items() for p in ps]
+    listings = [
+        prefetch(batched(iter_objects(client, bucket, p), PAGE), PAGES_AHEAD) for _, p in prefixes
+    ]
+    try:
+        for (bundle, _), pages in zip(prefixes, listings, strict=True):
+            for page in pages:
+                for obj in page:
+                    yield bundle, obj
+    finally:
+        for pages in listings:
+            pages.close()
+
+
+def walk(work: PlateWork) -> Iterator[tuple[str, ObjectEntry]]:
+    """(bundle, entry) for every object under the plate's prefixes, as S3 pages come in."""
+    for bundle, obj in plate_objects(work):
+        yield bundle, ObjectEntry.from_s3(obj)
 
 
 def measure_plate(work: PlateWork) -> PlateListing:
     """Count objects and bytes per bundle without writing anything (dry runs)."""
     listing = PlateListing({b: 0 for b in work.where.bundles}, {b: 0 for b in work.where.bundles})
-    client, bucket = work.settings.client, work.settings.bucket
-    for bundle, prefixes in work.where.bundles.items():
-        for prefix in prefixes:
-            for obj in iter_objects(client, bucket, prefix):
-                if is_placeholder(obj["Key"], obj["Size"]):
-                    listing.placeholders += 1
-                    continue
-                listing.objects[bundle] += 1
-                listing.bytes[bundle] += obj["Size"]
-                cls = obj.get("StorageClass", "STANDARD")
-                listing.by_class[cls] = listing.by_class.get(cls, 0) + obj["Size"]
+    for bundle, obj in plate_objects(work):
+        if is_placeholder(obj["Key"], obj["Size"]):
+            listing.placeholders += 1
+            continue
+        listing.objects[bundle] += 1
+        listing.bytes[bundle] += obj["Size"]
+        cls = obj.get("StorageClass", "STANDARD")
+        listing.by_class[cls] = listing.by_class.get(cls, 0) + obj["Size"]
     return listing
 
 

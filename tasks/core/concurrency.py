@@ -126,48 +126,78 @@ def ordered_map(
                 future.cancel()
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """``items`` in order, drawn by a thread of its own up to ``depth`` ahead of the consumer.
+class Prefetched(Iterator[T]):
+    """``items`` in order, drawn by a thread of its own up to ``depth`` ahead of the consumer,
+    from the moment it is made (not from the first ``next``): several listings made at once
+    wait on the network at the same time instead of in turn.
 
-    For listings: two listings merged key by key wait on the network at the same time instead
-    of in turn. An exception in the producer is raised in the consumer; a consumer that stops
-    early stops the producer."""
-    ahead: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    An exception in the producer is raised in the consumer; :meth:`close` (or the end of the
+    items, or leaving a ``with`` block) stops the producer."""
 
-    def offer(entry: tuple) -> bool:
+    def __init__(self, items: Iterable[T], depth: int = 2) -> None:
+        self._ahead: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._items = items
+        self._thread = threading.Thread(target=self._produce, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _offer(self, entry: tuple) -> bool:
         """Queue ``entry`` once there is room; False if the consumer stopped first."""
-        while not stop.is_set():
+        while not self._stop.is_set():
             try:
-                ahead.put(entry, timeout=0.1)
+                self._ahead.put(entry, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if not offer((item, None)):
+            for item in self._items:
+                if not self._offer((item, None)):
                     return
             outcome: tuple = (_END, None)
         except BaseException as exc:  # handed to the consumer
             outcome = (_END, exc)
-        offer(outcome)
+        finally:
+            ending = getattr(self._items, "close", None)
+            if ending is not None:  # a generator's own clean-up, in the thread that ran it
+                ending()
+        self._offer(outcome)
 
-    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = ahead.get()
-            if item is _END:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+    def __next__(self) -> T:
+        if self._stop.is_set():
+            raise StopIteration
+        item, exc = self._ahead.get()
+        if item is _END:
+            self.close()
+            if exc is not None:
+                raise exc
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop the producer and wait for its thread."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self) -> Prefetched[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Prefetched[T]:
+    """``items`` drawn ahead by a thread of their own, started now (see :class:`Prefetched`).
+
+    For listings: two listings merged key by key wait on the network at the same time
+    instead of in turn."""
+    return Prefetched(items, depth)
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

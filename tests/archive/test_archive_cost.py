@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from conftest import BATCH, COLD, LIVE, PROJECT, SPACED
 
@@ -89,3 +92,26 @@ def test_bundle_progress_adds_up_to_the_bundle():
         assert run.done["plate"] == 3_000
     finally:
         run.close()
+
+
+def test_a_plates_prefixes_are_listed_at_once(s3, seed, plates_csv, tmp_path, loopback):
+    """The four prefixes of a plate wait on S3 together, not one round trip after another,
+    and the figures are those of every prefix."""
+    originals = seed(SPACED)
+    now = {"listing": 0, "most": 0}
+    lock = threading.Lock()
+
+    def slow_page() -> None:
+        with lock:
+            now["listing"] += 1
+            now["most"] = max(now["most"], now["listing"])
+        time.sleep(0.3)  # a round trip long enough for the other prefixes' pages to arrive
+        with lock:
+            now["listing"] -= 1
+
+    loopback.on_request("ListObjects", "", slow_page, times=4)
+    (row,) = archive_plates(
+        plates_csv(SPACED), PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path), dry_run=True
+    )
+    assert now["most"] >= 3
+    assert row["objects"] == len(originals)

@@ -101,6 +101,14 @@ class Density:
             self.recent.append((first, last, count - 1))
             self.added += 1
 
+    def add_page(self, keys: list[str]) -> None:
+        """A page of keys, in order, less its first and last tenth: a few keys far from the
+        rest at a page's edge (a plate's images before 20,000 tiles) would otherwise stand for
+        the whole page, and the density of every page after it would be read as a fraction
+        of what it is."""
+        trim = len(keys) // 10
+        self.add(keys[trim], keys[-1 - trim], len(keys) - 2 * trim)
+
     def _rate(self) -> tuple[int, int]:
         """Value width and keys of the recent pages, computed again only when a page was
         added or the key space learned characters (it is asked for every cut considered)."""

@@ -129,8 +129,9 @@ class _Plan:
         self.space = KeySpace(prefix, keys[0])
         self.space.learn(keys)
         self.density = Density(self.space)
-        self.density.add(keys[0], keys[-1], len(keys))
+        self.density.add_page(keys)
         self.first, self.seen = keys[0], keys[-1]  # first key, greatest key seen
+        self.listed = len(keys)  # keys listed so far
         self.page, self.least = page_size, max(1, range_pages)
         self.ranges: deque[_Range] = deque([_Range(keys[-1], None)])
         self.probes = 0  # probes without their first page yet
@@ -144,10 +145,11 @@ class _Plan:
                 self.ended = True
         if last is not None and last > self.seen:
             self.seen = last
+        self.listed += len(kept)
         if kept:
             keys = [e["Key"] for e in kept[:: max(1, len(kept) // 50)]] + [kept[-1]["Key"]]
             self.space.learn(keys)
-            self.density.add(kept[0]["Key"], kept[-1]["Key"], len(kept))
+            self.density.add_page([e["Key"] for e in kept])
         if r.upto is None and last is None:
             self.ended = True
 
@@ -195,7 +197,10 @@ class _Plan:
             start = max(self.seen, tail.position)
             if self.density.between(start, self.space.last) < 2 * self.least * self.page:
                 return None  # the key space ends soon after: no room for a probe to pay
-            known = self.density.between(self.first, start)
+            # keys counted, not the key space's distance from the first key: a few keys far
+            # before the rest (a plate's images before its tiles) would make that distance
+            # stand for more keys than the prefix holds
+            known = self.listed
             ahead = self.density.between(tail.position, start)
             return self.cut(tail, ahead + max(known, self.page), probe=True)
         for r in reversed(self.ranges):  # the range the end lies in: halve what is unknown

@@ -5,8 +5,11 @@ keys into many ranges, so every way of cutting is exercised on the loopback endp
 
 from __future__ import annotations
 
+import bisect
 import os
 import tempfile
+import threading
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -142,3 +145,40 @@ def test_a_range_that_fails_raises_at_the_consumer_and_leaves_no_files_open(buck
         list(listing)
     loopback.clear_faults()
     assert open_temporary_files() <= fds  # spools of ranges listed ahead closed
+
+
+class _Pages:
+    """A ListObjectsV2 of sorted keys in memory, each page a short round trip, counting the
+    requests out at once."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys, self.requests, self.out, self.most = keys, 0, 0, 0
+        self.lock = threading.Lock()
+
+    def list_objects_v2(self, Bucket, Prefix, StartAfter="", MaxKeys=1000, **_):
+        with self.lock:
+            self.requests += 1
+            self.out += 1
+            self.most = max(self.most, self.out)
+        time.sleep(0.02)
+        at = bisect.bisect_right(self.keys, StartAfter)
+        page = self.keys[at : at + MaxKeys]
+        with self.lock:
+            self.out -= 1
+        return {
+            "Contents": [{"Key": k, "Size": 1, "ETag": '"e"'} for k in page],
+            "IsTruncated": at + MaxKeys < len(self.keys),
+        }
+
+
+def test_a_few_keys_before_many_others_do_not_hold_the_listing_serial():
+    """A plate's images, then 20,000 tiles under the same prefix: the images' distance from
+    the tiles in the key space once made every cut and probe miss, and the listing went
+    page by page with at most three requests out."""
+    prefix = "projects/p/b/images/PLATE__2026-11-21T00_00_00-Measurement 1/Images/"
+    images = [f"{prefix}r01c01f{i:02d}p01-ch1sk1fk1fl1.tiff" for i in range(1, 13)]
+    keys = sorted(images + [f"{prefix}tiles/t{i:07d}" for i in range(20_000)])
+    pages = _Pages(keys)
+    assert [o["Key"] for o in list_objects(pages, BUCKET, prefix, workers=8)] == keys
+    assert pages.most >= 6
+    assert pages.requests <= 1.6 * len(keys) / 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Annotated, Literal
 
@@ -29,6 +30,7 @@ from flows.common import (
 )
 from tasks.archive import cost
 from tasks.archive import tasks as steps
+from tasks.archive.bundle import abort_stale_uploads
 from tasks.archive.cost import estimate_archive
 from tasks.archive.progress import RunProgress
 from tasks.archive.results import PlateResult
@@ -97,7 +99,11 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
             return result
         log.info("%s: archiving (%s)", work.tag, reason)
 
-        listing = steps.list_plate(work)
+        with ThreadPoolExecutor(1) as pool:
+            # incomplete uploads a crashed run left are aborted while the plate is listed
+            stale = pool.submit(abort_stale_uploads, work)
+            listing = steps.list_plate(work)
+            result.aborted_uploads = stale.result()
         result.objects, result.bytes = listing.total_objects, listing.total_bytes
         log.info("%s: %d objects, %.1f MiB", work.tag, result.objects, result.bytes / MIB)
         steps.preflight(work, listing)
@@ -111,7 +117,6 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
             }
             for step, seconds in built.seconds.items():
                 result.seconds[step] = result.seconds.get(step, 0.0) + seconds
-            result.aborted_uploads += built.aborted_uploads
         steps.verify_listings(work)
         result.status, result.verified = ItemStatus.ARCHIVED, True
         result.message = "archived and verified"

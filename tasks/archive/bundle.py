@@ -28,7 +28,9 @@ from tasks.plates.work import PlateWork, reserve_scratch
 
 #: Head room kept free on scratch beyond what a plate needs.
 SCRATCH_MARGIN = 256 * MIB
-#: Tarball parts uploaded at once: each is a part in memory, and a few fill the link.
+#: Tarball parts a streaming archive uploads at once: each is a part in memory. A staged
+#: tarball is read from its file as it goes up, ``transfer_concurrency`` parts at once:
+#: S3 moves each connection's bytes at a bounded rate, so parts in flight set the upload's.
 UPLOAD_PARTS_IN_FLIGHT = 4
 #: Streaming keeps only listings on scratch.
 STREAMING_MARGIN = 16 * MIB
@@ -46,7 +48,6 @@ class BundleResult:
     md5: str
     etag: str
     seconds: dict[str, float] = field(default_factory=dict)
-    aborted_uploads: int = 0  # incomplete uploads a crashed run had left under the key
 
 
 def tarball_bound(nbytes: int, count: int) -> int:
@@ -82,6 +83,16 @@ def reserve_for(work: PlateWork, listing: PlateListing) -> int:
     )
 
 
+def abort_stale_uploads(work: PlateWork) -> int:
+    """Abort the incomplete multipart uploads a crashed run left under the plate's tarball
+    keys (billed until aborted), every bundle's at once; returns how many. Called before
+    this run uploads anything, so none of its own are among them."""
+    s = work.settings
+    keys = [work.where.tarball(b, s.compression) for b in work.where.bundles]
+    with ThreadPoolExecutor(len(keys), thread_name_prefix="abort") as pool:
+        return sum(pool.map(partial(abort_incomplete_uploads, s.client, s.cold_bucket), keys))
+
+
 def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     """Tar one bundle's objects, upload the tarball and check it against S3's checksum.
 
@@ -101,19 +112,21 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     key = where.tarball(bundle, s.compression)
     tar_name = key.rsplit("/", 1)[-1]
     listing = work.path(f"listing_tar_{bundle}.txt")
-    # a crashed run may have left an incomplete multipart upload here, billed until aborted
-    aborted = abort_incomplete_uploads(s.client, s.cold_bucket, key)
     build = _stream_bundle if s.streaming else _staged_bundle
     moving = BundleProgress(s.progress_key, work.tag, nbytes)
     hasher, seconds = build(work, bundle, key, part_size, listing, moving)
     sort_file(listing)
     remote = check_tarball(s.client, s.cold_bucket, key, hasher, part_size)
-    put_text(s.client, s.cold_bucket, where.md5_sidecar(bundle), f"{hasher.md5}  {tar_name}\n")
-    put_text(s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n")
+    with ThreadPoolExecutor(2, thread_name_prefix="sidecars") as pool:  # one round trip
+        texts = {
+            where.md5_sidecar(bundle): f"{hasher.md5}  {tar_name}\n",
+            where.etag_sidecar(bundle): f"{remote}\n",
+        }
+        sidecars = [pool.submit(put_text, s.client, s.cold_bucket, k, t) for k, t in texts.items()]
+        for sent in sidecars:
+            sent.result()
     moving.finish()
-    return BundleResult(
-        bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds, aborted
-    )
+    return BundleResult(bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds)
 
 
 def _staged_bundle(
@@ -175,7 +188,7 @@ def _staged_bundle(
             s.cold_bucket,
             key,
             part_size=part_size,
-            concurrency=min(s.transfer_concurrency, UPLOAD_PARTS_IN_FLIGHT),
+            concurrency=s.transfer_concurrency,
             progress=moving.stage(1 / 3, tar_path.stat().st_size),
             StorageClass=s.storage_class,
             ChecksumCRC64NVME=out.hasher.crc64nvme,  # a FULL_OBJECT checksum, checked by S3

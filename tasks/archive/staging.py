@@ -21,7 +21,7 @@ AHEAD_PER_THREAD = 4
 #: Download threads per unit of ``transfer_concurrency``: a small object's download is one
 #: round trip, so holding S3's read ceiling takes ~ceiling x latency of them at once (165 at
 #: 5,500 GET/s and 30 ms); the read pace (tasks.core.pace) decides how many are really out.
-DOWNLOADS_PER_TRANSFER = 8
+DOWNLOADS_PER_TRANSFER = 12
 #: Bytes staged ahead of the tar writer per unit of ``transfer_concurrency``: large objects
 #: are bound by bandwidth, not by requests in flight, and must not fill scratch.
 AHEAD_BYTES_PER_TRANSFER = 16 * MIB

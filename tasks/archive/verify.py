@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import filecmp
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,9 @@ def delete_script(work: PlateWork) -> str:
     )
 
 
-def upload_listing(work: PlateWork, path: Path, bucket: str, key: str) -> str:
+def upload_listing(work: PlateWork, path: Path, bucket: str, key: str) -> None:
     """Upload a listing file; identical files get identical ETags (same part size rule)."""
-    return upload_path(
+    upload_path(
         work.settings.client,
         path,
         bucket,
@@ -96,10 +97,20 @@ def verify_listings(work: PlateWork) -> int:
     tar_listing, s3_listing = work.path("listing_tar.txt"), work.path("listing_s3.txt")
     merge_sorted_files([work.path(f"listing_tar_{b}.txt") for b in where.bundles], tar_listing)
     same = filecmp.cmp(s3_listing, tar_listing, shallow=False)
-    upload_listing(work, s3_listing, s.bucket, where.s3_listing)
-    upload_listing(work, tar_listing, s.bucket, where.tar_listing)
-    upload_listing(work, work.path("untrimmed.txt"), s.cold_bucket, where.untrimmed_listing)
-    put_text(s.client, s.bucket, where.delete_script, delete_script(work))
+    with ThreadPoolExecutor(4, thread_name_prefix="listings") as pool:  # a round trip, not four
+        for sent in [
+            pool.submit(upload_listing, work, s3_listing, s.bucket, where.s3_listing),
+            pool.submit(upload_listing, work, tar_listing, s.bucket, where.tar_listing),
+            pool.submit(
+                upload_listing,
+                work,
+                work.path("untrimmed.txt"),
+                s.cold_bucket,
+                where.untrimmed_listing,
+            ),
+            pool.submit(put_text, s.client, s.bucket, where.delete_script, delete_script(work)),
+        ]:
+            sent.result()
     if not same:
         only_s3, only_tar = diff_sorted_lines(s3_listing, tar_listing)
         raise ArchiveVerificationError(

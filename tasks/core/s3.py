@@ -207,9 +207,10 @@ def upload_path(
     concurrency: int = 8,
     progress: Callable[[int], None] | None = None,
     **extra_args: Any,
-) -> str:
-    """Upload a local file with a known part size; returns the ETag S3 reports for it.
-    ``progress`` is called with the bytes sent as they go."""
+) -> None:
+    """Upload a local file with a known part size. ``progress`` is called with the bytes sent
+    as they go. What S3 stored is checked by the caller (one HEAD, see
+    :func:`tasks.core.integrity.check_stored`), not here a second time."""
     with s3_errors(bucket, key):
         client.upload_file(
             str(path),
@@ -219,7 +220,6 @@ def upload_path(
             Config=transfer_config(part_size, concurrency),
             Callback=progress,
         )
-        return strip_etag(client.head_object(Bucket=bucket, Key=key)["ETag"])
 
 
 def abort_incomplete_uploads(s3: Any, bucket: str, key: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -122,8 +123,10 @@ def test_a_source_rewritten_after_the_gate_is_kept_by_s3s_conditional_delete(
 def test_source_changed_while_staging_fails_the_plate(s3, seed, plates_csv, tmp_path, loopback):
     originals = seed(SPACED)
     victim = sorted(k for k in originals if "/images/" in k)[-1]
-    loopback.on_request(
-        "GetObject", r"/images/", lambda: s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed")
+    loopback.on_request(  # as its download arrives: whatever else is downloading meanwhile
+        "GetObject",
+        re.escape(victim) + "$",
+        lambda: s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed"),
     )
     with pytest.raises(PlatesFailedError) as failed:
         run(plates_csv(SPACED), tmp_path, delete_source=True, transfer_concurrency=1)

@@ -11,6 +11,7 @@ from tasks.core.clients import s3_client
 from tasks.core.errors import PlatesFailedError, TransientError
 from tasks.core.retry import CALL_ATTEMPTS, TASK_RETRIES, is_transient
 from tasks.core.s3 import get_text
+from tasks.formats.layout import CELLPAINTING
 
 
 @pytest.fixture
@@ -38,5 +39,8 @@ def test_a_permanently_failing_endpoint_fails_the_plate_after_a_stated_number(
             plates_csv(SPACED), PROJECT, BATCH, LIVE, COLD, scratch_dir=str(tmp_path / "s")
         )
     assert failed.value.summary[0]["status"] == "failed"
-    # the listing task runs 1 + TASK_RETRIES times, each call CALL_ATTEMPTS times: 15
-    assert loopback.request_counts["ListObjects"] == (TASK_RETRIES + 1) * CALL_ATTEMPTS
+    # the listing task runs 1 + TASK_RETRIES times; each time the plate's four prefixes are
+    # listed at once, each call CALL_ATTEMPTS times: 60
+    prefixes = sum(len(bundle.prefixes) for bundle in CELLPAINTING.bundles)
+    assert prefixes == 4
+    assert loopback.request_counts["ListObjects"] == (TASK_RETRIES + 1) * CALL_ATTEMPTS * prefixes

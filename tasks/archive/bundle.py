@@ -20,6 +20,7 @@ from tasks.archive.progress import BundleProgress, counted
 from tasks.archive.staging import download_workers, staged_ahead
 from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead
 from tasks.archive.verify import check_tarball
+from tasks.core.concurrency import together
 from tasks.core.s3 import MIB, abort_incomplete_uploads, part_size_for, put_text, upload_path
 from tasks.formats.checksums import HashingWriter, MultipartHasher
 from tasks.formats.listing import read_entries, sort_file, write_lines
@@ -89,8 +90,9 @@ def abort_stale_uploads(work: PlateWork) -> int:
     this run uploads anything, so none of its own are among them."""
     s = work.settings
     keys = [work.where.tarball(b, s.compression) for b in work.where.bundles]
-    with ThreadPoolExecutor(len(keys), thread_name_prefix="abort") as pool:
-        return sum(pool.map(partial(abort_incomplete_uploads, s.client, s.cold_bucket), keys))
+    return sum(
+        together(*(partial(abort_incomplete_uploads, s.client, s.cold_bucket, k) for k in keys))
+    )
 
 
 def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
@@ -117,14 +119,16 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     hasher, seconds = build(work, bundle, key, part_size, listing, moving)
     sort_file(listing)
     remote = check_tarball(s.client, s.cold_bucket, key, hasher, part_size)
-    with ThreadPoolExecutor(2, thread_name_prefix="sidecars") as pool:  # one round trip
-        texts = {
-            where.md5_sidecar(bundle): f"{hasher.md5}  {tar_name}\n",
-            where.etag_sidecar(bundle): f"{remote}\n",
-        }
-        sidecars = [pool.submit(put_text, s.client, s.cold_bucket, k, t) for k, t in texts.items()]
-        for sent in sidecars:
-            sent.result()
+    together(
+        partial(
+            put_text,
+            s.client,
+            s.cold_bucket,
+            where.md5_sidecar(bundle),
+            f"{hasher.md5}  {tar_name}\n",
+        ),
+        partial(put_text, s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n"),
+    )
     moving.finish()
     return BundleResult(bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds)
 

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -75,13 +76,9 @@ def read_ahead(
                     yield member(entry, _streamer(client, bucket, entry))
                 continue
             for entry, data in unordered_map(
-                fetch, run, workers, weight=_size, budget=window, pool=pool
+                fetch, run, workers, weight=attrgetter("size"), budget=window, pool=pool
             ):
                 yield member(entry, partial(_in_memory, data))
-
-
-def _size(entry: ObjectEntry) -> int:
-    return entry.size
 
 
 def _in_memory(data: bytes) -> nullcontext[BinaryIO]:

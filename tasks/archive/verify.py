@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import filecmp
 import shlex
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tasks.core.concurrency import together
 from tasks.core.errors import ArchiveVerificationError, sample
 from tasks.core.integrity import check_stored
 from tasks.core.s3 import (
@@ -97,20 +98,14 @@ def verify_listings(work: PlateWork) -> int:
     tar_listing, s3_listing = work.path("listing_tar.txt"), work.path("listing_s3.txt")
     merge_sorted_files([work.path(f"listing_tar_{b}.txt") for b in where.bundles], tar_listing)
     same = filecmp.cmp(s3_listing, tar_listing, shallow=False)
-    with ThreadPoolExecutor(4, thread_name_prefix="listings") as pool:  # a round trip, not four
-        for sent in [
-            pool.submit(upload_listing, work, s3_listing, s.bucket, where.s3_listing),
-            pool.submit(upload_listing, work, tar_listing, s.bucket, where.tar_listing),
-            pool.submit(
-                upload_listing,
-                work,
-                work.path("untrimmed.txt"),
-                s.cold_bucket,
-                where.untrimmed_listing,
-            ),
-            pool.submit(put_text, s.client, s.bucket, where.delete_script, delete_script(work)),
-        ]:
-            sent.result()
+    together(  # a round trip, not four
+        partial(upload_listing, work, s3_listing, s.bucket, where.s3_listing),
+        partial(upload_listing, work, tar_listing, s.bucket, where.tar_listing),
+        partial(
+            upload_listing, work, work.path("untrimmed.txt"), s.cold_bucket, where.untrimmed_listing
+        ),
+        partial(put_text, s.client, s.bucket, where.delete_script, delete_script(work)),
+    )
     if not same:
         only_s3, only_tar = diff_sorted_lines(s3_listing, tar_listing)
         raise ArchiveVerificationError(

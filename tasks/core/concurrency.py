@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from itertools import islice
@@ -44,7 +43,7 @@ def unordered_map(
     item whatever it weighs. ``pool`` runs the calls on an executor the caller keeps (it
     then bounds the calls at once, not ``workers``).
 
-    Completion order, unlike :func:`ordered_map`: one slow answer (S3's tail latencies are
+    Completion order, not the order of ``items``: one slow answer (S3's tail latencies are
     several times its median) holds up nothing behind it, so the calls in flight stay at
     the window, not at the ones that happen to precede the slowest.
 
@@ -86,44 +85,6 @@ def unordered_map(
 
 
 _END = object()
-
-
-def ordered_map(
-    fn: Callable[[T], R],
-    items: Iterable[T],
-    workers: int,
-    ahead: int | None = None,
-    weight: Callable[[T], int] | None = None,
-    budget: int | None = None,
-) -> Iterator[tuple[T, R]]:
-    """Yield ``(item, fn(item))`` in the order of ``items``, ``workers`` at a time and at most
-    ``ahead`` items (default ``workers * 4``) before the one the consumer waits for; with
-    ``weight`` and ``budget``, also at most ``budget`` of weight (bytes, say) ahead, at least
-    one item whatever it weighs.
-
-    The first exception, in order, is raised; what is queued behind it is cancelled and what
-    is running is waited for. A consumer that stops early does the same.
-    """
-    limit = max(ahead or workers * 4, 1)
-    cap = budget if budget is not None and weight is not None else None
-    source = iter(items)
-    held = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        queued: deque[tuple[T, Future[R]]] = deque()
-        try:
-            for item in source:
-                queued.append((item, pool.submit(fn, item)))
-                held += weight(item) if cap is not None else 0
-                while queued and (len(queued) >= limit or (cap is not None and held >= cap)):
-                    first, future = queued.popleft()
-                    held -= weight(first) if cap is not None else 0
-                    yield first, future.result()
-            while queued:
-                first, future = queued.popleft()
-                yield first, future.result()
-        finally:
-            for _, future in queued:
-                future.cancel()
 
 
 class Prefetched(Iterator[T]):
@@ -198,6 +159,15 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Prefetched[T]:
     For listings: two listings merged key by key wait on the network at the same time
     instead of in turn."""
     return Prefetched(items, depth)
+
+
+def together(*calls: Callable[[], R]) -> list[R]:
+    """Run ``calls`` at once, a thread each, and return their results in order: independent
+    round trips (a tarball's two sidecars, a plate's listings) cost one round trip, not one
+    each. Every call ends before the first exception, if any, is raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(calls)), thread_name_prefix="together") as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -130,7 +130,7 @@ class _Plan:
         self.space.learn(keys)
         self.density = Density(self.space)
         self.density.add_page(keys)
-        self.first, self.seen = keys[0], keys[-1]  # first key, greatest key seen
+        self.seen = keys[-1]  # the greatest key seen
         self.listed = len(keys)  # keys listed so far
         self.page, self.least = page_size, max(1, range_pages)
         self.ranges: deque[_Range] = deque([_Range(keys[-1], None)])
@@ -147,9 +147,9 @@ class _Plan:
             self.seen = last
         self.listed += len(kept)
         if kept:
-            keys = [e["Key"] for e in kept[:: max(1, len(kept) // 50)]] + [kept[-1]["Key"]]
-            self.space.learn(keys)
-            self.density.add_page([e["Key"] for e in kept])
+            keys = [e["Key"] for e in kept]
+            self.space.learn([*keys[:: max(1, len(keys) // 50)], keys[-1]])
+            self.density.add_page(keys)
         if r.upto is None and last is None:
             self.ended = True
 

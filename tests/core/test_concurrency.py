@@ -1,16 +1,15 @@
-"""prefetch and ordered_map: work ahead of the consumer, in order, errors and early stops
-passed on."""
+"""prefetch, unordered_map and bounded_map: work ahead of the consumer, bounded, errors and
+early stops passed on."""
 
 from __future__ import annotations
 
 import itertools
-import random
 import threading
 import time
 
 import pytest
 
-from tasks.core.concurrency import bounded_map, ordered_map, prefetch, unordered_map
+from tasks.core.concurrency import bounded_map, prefetch, together, unordered_map
 
 
 def test_items_come_in_order():
@@ -43,50 +42,6 @@ def test_the_producer_runs_ahead_and_stops_with_the_consumer():
     items.close()
     assert threading.active_count() == before  # the producer thread ended
     assert 1 <= len(drawn) <= 5  # ahead by its depth, not the whole (endless) listing
-
-
-def test_ordered_map_keeps_order_whatever_finishes_first():
-    def slow(i: int) -> int:
-        time.sleep(random.random() / 500)
-        return i * i
-
-    got = list(ordered_map(slow, range(300), workers=8))
-    assert got == [(i, i * i) for i in range(300)]
-
-
-def test_ordered_map_runs_a_bounded_window_ahead_and_raises_in_order():
-    started: list[int] = []
-    lock = threading.Lock()
-
-    def work(i: int) -> int:
-        with lock:
-            started.append(i)
-        if i == 5:
-            raise OSError(28, "No space left on device")
-        return i
-
-    seen = []
-    with pytest.raises(OSError, match="No space"):
-        for item, _ in ordered_map(work, itertools.count(), workers=2, ahead=4):
-            seen.append(item)
-    assert seen == [0, 1, 2, 3, 4]  # everything before the failure, in order
-    assert max(started) < 5 + 4  # never more than the window past the consumer
-
-
-def test_ordered_map_holds_at_most_its_weight_budget_ahead_and_one_item_however_heavy():
-    started: list[int] = []
-
-    def work(i: int) -> int:
-        started.append(i)
-        return i
-
-    ahead = []
-    weights = {i: 10 for i in range(100)} | {50: 1000}  # one item over the budget on its own
-    for i, _ in ordered_map(work, range(100), workers=4, ahead=64, weight=weights.get, budget=35):
-        ahead.append(len(started) - 1 - i)
-    assert max(ahead) <= 3  # 35 bytes hold three items of 10 beyond the one being read
-    assert len(started) == 100
-    assert list(range(100)) == sorted(started)
 
 
 def test_unordered_map_hands_over_what_finished_while_a_slow_call_runs():
@@ -134,3 +89,24 @@ def test_bounded_map_yields_every_result_once():
     assert sorted(bounded_map(lambda i: -i, range(500), workers=8)) == sorted(
         -i for i in range(500)
     )
+
+
+def test_together_runs_every_call_at_once_and_raises_after_all_ended():
+    both = threading.Barrier(3, timeout=10)  # broken (an error) unless all three run at once
+
+    def call(label: str):
+        return lambda: (both.wait(), label)[1]
+
+    assert together(call("a"), call("b"), call("c")) == ["a", "b", "c"]
+    ended = []
+
+    def slow() -> None:
+        time.sleep(0.2)
+        ended.append("slow")
+
+    def broken() -> None:
+        raise ValueError("no such bucket")
+
+    with pytest.raises(ValueError, match="no such bucket"):
+        together(broken, slow)
+    assert ended == ["slow"]

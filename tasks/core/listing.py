@@ -33,6 +33,7 @@ import math
 import os
 import pickle
 import tempfile
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -72,7 +73,7 @@ class _Range:
     requests: int = 0
     count: int = 0  # keys kept
     plan: tuple[int, float, int] | None = None  # keys kept when cut, keys planned, pages
-    ready: deque[list[dict]] = field(default_factory=deque)  # pages in memory (the front's)
+    ready: deque[bytes] = field(default_factory=deque)  # pages in memory (the front's)
     spool: IO[bytes] | None = None  # pages waiting on disk, read from ``read_at``
     spooled: int = 0
     read_at: int = 0
@@ -80,16 +81,16 @@ class _Range:
     def __post_init__(self) -> None:
         self.position = self.position or self.after
 
-    def keep(self, page: list[dict], front: bool) -> None:
-        """A page of entries for the consumer: in memory if it reads this range next and
-        nothing is spooled before it, else on disk."""
+    def keep(self, page: bytes, front: bool) -> None:
+        """A page of entries (pickled) for the consumer: in memory if it reads this range
+        next and nothing is spooled before it, else on disk."""
         if front and not self.spooled:
             self.ready.append(page)
             return
         if self.spool is None:
             self.spool = tempfile.TemporaryFile(prefix="coldflow-listing-")  # noqa: SIM115
         self.spool.seek(0, os.SEEK_END)
-        pickle.dump(page, self.spool, protocol=pickle.HIGHEST_PROTOCOL)
+        self.spool.write(page)
         self.spooled += 1
 
     def take(self) -> list[dict] | None:
@@ -101,7 +102,7 @@ class _Range:
             self.read_at = self.spool.tell()
             self.spooled -= 1
             return page
-        return self.ready.popleft() if self.ready else None
+        return pickle.loads(self.ready.popleft()) if self.ready else None
 
     def close(self) -> None:
         if self.spool is not None:
@@ -109,16 +110,36 @@ class _Range:
             self.spool = None
 
 
-def _page(
-    client: Any, bucket: str, prefix: str, after: str, extra: dict
-) -> tuple[list[dict], bool]:
-    """One page after ``after``: its entries (only the fields flows read) and whether S3 has
-    more. Where the range ends is decided when the page is back (a range may be cut while
-    its request is out)."""
+@dataclass
+class _Page:
+    """A listed page as it waits for the consumer: its entries pickled (a fifth of their
+    size as dicts, and pages wait by the dozen for a busy consumer), their keys in order,
+    and whether S3 has more."""
+
+    entries: bytes
+    keys: list[str]
+    truncated: bool
+
+    def upto(self, last: str | None) -> _Page:
+        """The page without its keys past ``last`` (a range's end; None: no end)."""
+        n = len(self.keys) if last is None else bisect_right(self.keys, last)
+        if n == len(self.keys):
+            return self
+        kept = pickle.loads(self.entries)[:n]
+        return _Page(pickle.dumps(kept, pickle.HIGHEST_PROTOCOL), self.keys[:n], False)
+
+
+def _page(client: Any, bucket: str, prefix: str, after: str, extra: dict) -> _Page:
+    """One page after ``after``, with only the fields flows read. Where the range ends is
+    decided when the page is back (a range may be cut while its request is out)."""
     kwargs = {"StartAfter": after} if after else {}
     answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **kwargs, **extra)
     entries = [{k: e[k] for k in FIELDS if k in e} for e in answer.get("Contents", [])]
-    return entries, bool(answer.get("IsTruncated"))
+    return _Page(
+        pickle.dumps(entries, pickle.HIGHEST_PROTOCOL),
+        [e["Key"] for e in entries],
+        bool(answer.get("IsTruncated")),
+    )
 
 
 class _Plan:
@@ -138,16 +159,15 @@ class _Plan:
         self.ended = False  # a probe found the end, or the open range reached it
         self.misses: deque[float] = deque(maxlen=16)  # cuts' errors, share of keys planned
 
-    def learn(self, r: _Range, kept: list[dict], last: str | None) -> None:
+    def learn(self, r: _Range, keys: list[str], last: str | None) -> None:
         if r.probe and r.requests == 1:
             self.probes -= 1
             if last is None:
                 self.ended = True
         if last is not None and last > self.seen:
             self.seen = last
-        self.listed += len(kept)
-        if kept:
-            keys = [e["Key"] for e in kept]
+        self.listed += len(keys)
+        if keys:
             self.space.learn([*keys[:: max(1, len(keys) // 50)], keys[-1]])
             self.density.add_page(keys)
         if r.upto is None and last is None:
@@ -258,17 +278,17 @@ def _listed(pool: ThreadPoolExecutor, work: Callable[[_Range], Any], plan: _Plan
             if future.exception() is not None:
                 r.error = future.exception()
                 continue
-            entries, truncated = future.result()
-            kept = [e for e in entries if r.upto is None or e["Key"] <= r.upto]
-            last = entries[-1]["Key"] if entries else None
-            more = truncated and len(kept) == len(entries) > 0 and last != r.upto
-            plan.learn(r, kept, last)
-            if kept:
-                r.keep(kept, r is plan.ranges[0])
-                r.position = kept[-1]["Key"]
-                r.count += len(kept)
+            page = future.result()
+            kept = page.upto(r.upto)
+            last = page.keys[-1] if page.keys else None
+            more = page.truncated and len(kept.keys) == len(page.keys) > 0 and last != r.upto
+            plan.learn(r, kept.keys, last)
+            if kept.keys:
+                r.keep(kept.entries, r is plan.ranges[0])
+                r.position = kept.keys[-1]
+                r.count += len(kept.keys)
             r.done = not more
-            if r.done and (len(kept) < len(entries) or last == r.upto):
+            if r.done and (len(kept.keys) < len(page.keys) or last == r.upto):
                 plan.finished(r)
 
     try:
@@ -339,7 +359,7 @@ def list_objects(
             after = page[-1]["Key"]
     plan = _Plan(contents, prefix, page_size, range_pages)
 
-    def work(r: _Range) -> tuple[list[dict], bool]:
+    def work(r: _Range) -> _Page:
         return _page(client, bucket, prefix, r.position, extra)
 
     with (

@@ -50,6 +50,7 @@ from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.concurrency import bounded_map
 from tasks.core.errors import BackupFailedError, InputError
+from tasks.core.memory import limit_malloc_arenas
 from tasks.core.pace import Tally
 from tasks.core.s3 import MIB, StorageClass, check_bucket, download_if_exists, split_s3_uri
 from tasks.formats.ledger import escape_key
@@ -108,6 +109,7 @@ def backup_bucket(
     check_prefix(prefix)
     if source == backup:
         raise InputError("source and backup must be different buckets")
+    limit_malloc_arenas()  # flat memory with pages listed by two dozen threads
     s3 = s3_client(aws_credentials_block)
     # no HEAD of either bucket: reading their facts (four questions each, asked at once)
     # fails clearly on an unknown bucket, so an unchanged run costs those and two listings
@@ -308,6 +310,7 @@ def compare_buckets(
         Counts (missing, differing, extra, same) and the report's path or URI.
     """
     check_prefix(prefix)
+    limit_malloc_arenas()  # flat memory with pages listed by two dozen threads
     s3 = s3_client(aws_credentials_block)
     check_bucket(s3, a)
     check_bucket(s3, b)

@@ -32,6 +32,7 @@ from tasks.core.bucket_facts import RESTORES_CURRENT, announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.errors import InputError, RestoreTimeout
 from tasks.core.events import emit_restore_event
+from tasks.core.memory import limit_malloc_arenas
 from tasks.core.s3 import check_bucket, split_s3_uri
 from tasks.core.sensor import Backoff
 from tasks.core.status import ObjectStatus
@@ -101,6 +102,7 @@ def bulk_restore(
         split_s3_uri(manifest)
     elif manifest is not None and not Path(manifest).is_file():
         raise InputError(f"manifest {manifest!r} is not a file")
+    limit_malloc_arenas()  # flat memory with pages listed by two dozen threads
     s3 = s3_client(aws_credentials_block)
     check_bucket(s3, bucket)
     home = report_bucket or bucket

@@ -26,6 +26,7 @@ from tasks.core.bucket_facts import announce_buckets
 from tasks.core.clients import s3_client
 from tasks.core.concurrency import batched
 from tasks.core.errors import BackupFailedError, InputError
+from tasks.core.memory import limit_malloc_arenas
 from tasks.core.s3 import MIB, Tier, check_bucket
 from tasks.core.sensor import Backoff
 from tasks.formats.ledger import escape_key
@@ -89,6 +90,7 @@ def restore_bucket(
     """
     log = run_logger()
     check_prefix(prefix)
+    limit_malloc_arenas()  # flat memory with pages listed by two dozen threads
     s3 = s3_client(aws_credentials_block)
     check_bucket(s3, backup)
     if create_target:

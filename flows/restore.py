@@ -125,6 +125,7 @@ def restore_prefix(
         split_s3_uri(ledger_s3_uri)
     if retry_ledger:
         check_ledger(retry_ledger, aws_credentials_block)
+    limit_malloc_arenas()  # flat memory with pages listed by two dozen threads
     client = s3_client(aws_credentials_block)
     check_bucket(client, bucket)
     announce_buckets(client, [bucket], "restore-prefix", RESTORES_CURRENT)

@@ -18,6 +18,11 @@ DIGITS = 12
 SLACK = 3
 
 
+def _kind(c: str) -> str:
+    """Digit, letter or other: the kinds of character a key's position holds."""
+    return "d" if c.isdigit() else "a" if c.isalpha() else "o"
+
+
 class KeySpace:
     """Maps keys to integers and back, for cutting a key range: each of the first ``DIGITS``
     characters after the keys' common prefix is a digit, its rank in the alphabet seen so far
@@ -31,6 +36,7 @@ class KeySpace:
         self.prefix, self.common = prefix, first
         self.base = first
         self.alphabet: list[str] = []
+        self.kinds: dict[int, set[str]] = {}  # kinds of character at a key's positions
 
     def learn(self, keys: list[str]) -> None:
         """Narrow the common prefix and widen the alphabet with a page's keys. The digits
@@ -46,9 +52,14 @@ class KeySpace:
             self.common = self.common[:n]
         self.base = self.common[: max(len(self.prefix), len(self.common) - SLACK)]
         seen = set(self.alphabet)
+        start, kinds = len(self.base), {}
         for key in [*keys[:: max(1, len(keys) // 50)], keys[-1]]:
-            seen.update(key[len(self.base) : len(self.base) + DIGITS])
+            digits = key[start : start + DIGITS]
+            seen.update(digits)
+            for i, c in enumerate(digits, start):
+                kinds.setdefault(i, set()).add(_kind(c))
         self.alphabet = sorted(seen)
+        self.kinds = kinds  # the latest page's: a plate's images do not speak for its tiles
 
     @property
     def radix(self) -> int:
@@ -73,7 +84,19 @@ class KeySpace:
         for _ in range(DIGITS):
             value, digit = divmod(value, self.radix)
             chars.append(self.alphabet[min(digit, len(self.alphabet) - 1)])
-        return self.base + "".join(reversed(chars)).rstrip(self.alphabet[0])
+        chars.reverse()
+        for i, c in enumerate(chars):
+            # a letter where keys have only digits (or the reverse) lies past every key of
+            # the digit before it: such a cut ends its range on a page boundary, and the
+            # range pays one more request for no key. The greatest character below it of
+            # a kind seen there ends the range short of the boundary instead.
+            kinds = self.kinds.get(len(self.base) + i)
+            if kinds and _kind(c) not in kinds:
+                below = [a for a in self.alphabet if a < c and _kind(a) in kinds]
+                if below:
+                    chars[i:] = [below[-1]]
+                break
+        return self.base + "".join(chars).rstrip(self.alphabet[0])
 
     @property
     def top(self) -> int:

@@ -12,9 +12,9 @@ left anywhere:
    with the most keys left (as the keys' density predicts, :mod:`tasks.core.keyspace`): a cut
    a whole number of pages past where that range stands, less a margin, so the range it is
    taken from still ends on a full page and a cut costs about no request.
-3. Past the last key seen, where the prefix may end, ranges start as *probes*: at most two at
-   once, each twice as far as everything confirmed so far (so the known length grows fourfold
-   a round trip). A probe that comes back empty marks the end; the range before it is then
+3. Past the last key seen, where the prefix may end, ranges start as *probes*: at most three
+   at once, each twice as far as everything confirmed so far (so the known length grows
+   fourfold a round trip or more). A probe that comes back empty marks the end; the range before it is then
    halved by probes until what is left is short. Empty probes are the listing's only wasted
    requests: two or three per prefix, whatever its size.
 4. Entries are yielded range by range, so in key order (UTF-8 byte order, which is code point
@@ -51,11 +51,11 @@ PAGE = 1000
 #: Pages requested at once (``COLDFLOW_LIST_WORKERS`` overrides).
 WORKERS = int(os.environ.get("COLDFLOW_LIST_WORKERS", "24"))
 #: The fewest pages a range is cut to hold.
-RANGE_PAGES = 2
+RANGE_PAGES = 1
 #: What flows read of a listed object; the rest of botocore's entry is dropped.
 FIELDS = ("Key", "Size", "ETag", "LastModified", "StorageClass", "RestoreStatus")
 #: Probes (ranges past every key seen) out at once.
-PROBES = 2
+PROBES = 3
 
 
 @dataclass(eq=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import tempfile
 import threading
 import time
@@ -121,6 +122,21 @@ def test_key_space_keeps_order_and_cuts_between_keys():
     assert "p/0100" < middle < "p/0900"
 
 
+def test_cuts_keep_digits_where_the_keys_have_digits():
+    """A plate's images teach the key space letters; a cut with a letter where the tiles
+    have digits lies past every tile of the digit before it, on a page boundary, and its
+    range paid a request for no key."""
+    space = KeySpace("p/", "p/a-img.tiff")
+    space.learn(["p/a-img.tiff", *[f"p/t{i:07d}" for i in range(1000)]])
+    space.learn([f"p/t{i:07d}" for i in range(1000, 2000)])
+    lo, hi = space.value("p/t0001000"), space.value("p/t0003000")
+    cuts = [space.key(v) for v in range(lo, hi, (hi - lo) // 997)]
+    assert all("p/t0001000" <= c < "p/t0003000" for c in cuts)
+    # a letter after digits lies past every key of those digits: 'p/t0001r' right after
+    # 'p/t0001999', a page's boundary
+    assert not [c for c in cuts if re.match(r"p/t\d{0,6}[a-z]", c)]
+
+
 def open_temporary_files() -> int:
     """Files this process holds open that were removed from the temporary directory (the
     listing's spools); sockets and pipes, which other tests' pools keep, are not counted."""
@@ -181,4 +197,5 @@ def test_a_few_keys_before_many_others_do_not_hold_the_listing_serial():
     pages = _Pages(keys)
     assert [o["Key"] for o in list_objects(pages, BUCKET, prefix, workers=8)] == keys
     assert pages.most >= 4  # two probes and the open range were all it ever had out
-    assert pages.requests <= 1.6 * len(keys) / 1000
+    # 25-32 requests for these 21 pages over 55 runs; no more than a few past the pages
+    assert pages.requests <= 1.75 * len(keys) / 1000

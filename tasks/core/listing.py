@@ -14,9 +14,9 @@ left anywhere:
    taken from still ends on a full page and a cut costs about no request.
 3. Past the last key seen, where the prefix may end, ranges start as *probes*: at most three
    at once, each twice as far as everything confirmed so far (so the known length grows
-   fourfold a round trip or more). A probe that comes back empty marks the end; the range before it is then
-   halved by probes until what is left is short. Empty probes are the listing's only wasted
-   requests: two or three per prefix, whatever its size.
+   fourfold a round trip or more). A probe that comes back empty marks the end; the range
+   before it is then halved by probes until what is left is short. Empty probes are the
+   listing's only wasted requests: a few per prefix, whatever its size.
 4. Entries are yielded range by range, so in key order (UTF-8 byte order, which is code point
    order and how S3 sorts). Pages listed ahead of the consumer wait in a temporary file per
    range, so memory holds the pages in flight and the one being read; at most ``4 × workers``

@@ -86,10 +86,11 @@ class KeySpace:
             chars.append(self.alphabet[min(digit, len(self.alphabet) - 1)])
         chars.reverse()
         for i, c in enumerate(chars):
-            # a letter where keys have only digits (or the reverse) lies past every key of
-            # the digit before it: such a cut ends its range on a page boundary, and the
-            # range pays one more request for no key. The greatest character below it of
-            # a kind seen there ends the range short of the boundary instead.
+            # a character of a kind the latest keys do not have here (a letter where they
+            # have digits) lies past every key of the digits before it: such a cut ends its
+            # range on a page boundary, and the range pays one more request for no key. The
+            # greatest character below it of a kind seen here ends the range short of the
+            # boundary instead; a character below every such one is left as it is.
             kinds = self.kinds.get(len(self.base) + i)
             if kinds and _kind(c) not in kinds:
                 below = [a for a in self.alphabet if a < c and _kind(a) in kinds]

@@ -35,6 +35,7 @@ class KeySpace:
     def __init__(self, prefix: str, first: str) -> None:
         self.prefix, self.common = prefix, first
         self.base = first
+        self.fresh = True  # the common prefix is taken from the first page learned
         self.alphabet: list[str] = []
         self.kinds: dict[int, set[str]] = {}  # kinds of character at a key's positions
 
@@ -44,7 +45,15 @@ class KeySpace:
         (``x/000000`` to ``x/000999``) go on past it (``x/001000``)."""
         if not keys:
             return
-        for key in (keys[0], keys[-1]):
+        # less a tenth at each end, as the density takes pages: a plate's few images before
+        # its tiles kept the common prefix at ``Images/``, and the digits did not reach the
+        # tiles' counter (``es/tiles/t00``: one value for 10,000 tiles), so the plate was
+        # listed page by page
+        trim = len(keys) // 10
+        edges = (keys[trim], keys[-1 - trim])
+        if self.fresh:
+            self.common, self.fresh = edges[0], False
+        for key in edges:
             n = 0
             limit = min(len(self.common), len(key))
             while n < limit and self.common[n] == key[n]:
@@ -68,7 +77,9 @@ class KeySpace:
     def value(self, key: str) -> int:
         """The key as an integer of DIGITS digits in base ``radix``: per character, the
         number of alphabet characters below or at it, less one (0 where the key has ended)."""
-        tail = key[len(self.base) :] if key.startswith(self.base) else ""
+        if not key.startswith(self.base):  # outside the keys the digits stand for
+            return 0 if key < self.base else self.top - 1
+        tail = key[len(self.base) :]
         v = 0
         for i in range(DIGITS):
             digit = max(0, bisect_right(self.alphabet, tail[i]) - 1) if i < len(tail) else 0

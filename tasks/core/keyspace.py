@@ -18,6 +18,14 @@ DIGITS = 12
 SLACK = 3
 
 
+def _inner(keys: list[str]) -> tuple[str, str, int]:
+    """A page's first and last key less its outer tenth at each end, and the keys from one
+    to the other: a few keys far from the rest at a page's edge (a plate's images before
+    20,000 tiles) must not stand for the whole page, in the density or the common prefix."""
+    trim = len(keys) // 10
+    return keys[trim], keys[-1 - trim], len(keys) - 2 * trim
+
+
 def _kind(c: str) -> str:
     """Digit, letter or other: the kinds of character a key's position holds."""
     return "d" if c.isdigit() else "a" if c.isalpha() else "o"
@@ -49,8 +57,7 @@ class KeySpace:
         # its tiles kept the common prefix at ``Images/``, and the digits did not reach the
         # tiles' counter (``es/tiles/t00``: one value for 10,000 tiles), so the plate was
         # listed page by page
-        trim = len(keys) // 10
-        edges = (keys[trim], keys[-1 - trim])
+        edges = _inner(keys)[:2]
         if self.fresh:
             self.common, self.fresh = edges[0], False
         for key in edges:
@@ -141,8 +148,7 @@ class Density:
         rest at a page's edge (a plate's images before 20,000 tiles) would otherwise stand for
         the whole page, and the density of every page after it would be read as a fraction
         of what it is."""
-        trim = len(keys) // 10
-        self.add(keys[trim], keys[-1 - trim], len(keys) - 2 * trim)
+        self.add(*_inner(keys))
 
     def _rate(self) -> tuple[int, int]:
         """Value width and keys of the recent pages, computed again only when a page was

@@ -68,14 +68,19 @@ class KeySpace:
             self.common = self.common[:n]
         self.base = self.common[: max(len(self.prefix), len(self.common) - SLACK)]
         seen = set(self.alphabet)
-        start, kinds = len(self.base), {}
-        for key in [*keys[:: max(1, len(keys) // 50)], keys[-1]]:
+        start, step = len(self.base), max(1, len(keys) // 50)
+        trim = len(keys) // 10
+        for n, key in enumerate([*keys[::step], keys[-1]]):
             digits = key[start : start + DIGITS]
             seen.update(digits)
-            for i, c in enumerate(digits, start):
-                kinds.setdefault(i, set()).add(_kind(c))
+            if trim <= n * step < len(keys) - trim:
+                # kinds from every page learned, less its outer tenths: a plate's few images
+                # before its tiles do not speak for the tiles. One page's alone would not do:
+                # a page of hashed names shares its first hex digits, which are then of one
+                # kind there, and cuts anywhere else were rounded down to that kind
+                for i, c in enumerate(digits, start):
+                    self.kinds.setdefault(i, set()).add(_kind(c))
         self.alphabet = sorted(seen)
-        self.kinds = kinds  # the latest page's: a plate's images do not speak for its tiles
 
     @property
     def radix(self) -> int:

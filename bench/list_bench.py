@@ -10,14 +10,22 @@ identical to the paginator's.
 
 ``--simulate SECONDS`` measures the cutting alone: an in-process stand-in for ListObjectsV2
 over sorted keys, every page taking exactly SECONDS, no endpoint (so neither its CPU nor the
-model's latency tail decides); serial time is pages × SECONDS.
+model's latency tail decides); serial time is pages × SECONDS. With ``--tail`` each page's
+latency is drawn instead from the model's listing latency (lognormal, p99 five times the
+median, median SECONDS; seeded per round), and serial time is pages × that distribution's
+mean: the cutting against the latency tail, still without the endpoint's and botocore's CPU.
+``--runs`` rounds, medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import random
+import threading
 import time
+from collections.abc import Callable
 
 import boto3
 from botocore.config import Config
@@ -51,14 +59,17 @@ def parallel(s3, workers: int) -> list[tuple]:
 class _Pages:
     """ListObjectsV2 over a sorted key list, each page taking ``latency`` seconds."""
 
-    def __init__(self, keys: list[str], latency: float) -> None:
+    def __init__(self, keys: list[str], latency: Callable[[], float]) -> None:
         self.keys, self.latency, self.requests = keys, latency, 0
+        self.lock = threading.Lock()
 
     def list_objects_v2(self, Bucket: str, Prefix: str, MaxKeys: int, StartAfter: str = ""):
         import bisect
 
-        time.sleep(self.latency)
-        self.requests += 1
+        with self.lock:
+            self.requests += 1
+            seconds = self.latency()
+        time.sleep(seconds)
         i = bisect.bisect_right(self.keys, StartAfter) if StartAfter else 0
         page = self.keys[i : i + MaxKeys]
         return {
@@ -67,23 +78,34 @@ class _Pages:
         }
 
 
-def simulate(keys: int, latency: float, workers: int) -> None:
+def simulate(keys: int, latency: float, workers: int, tail: bool = False, runs: int = 1) -> None:
     import hashlib
+
+    from loopback.model import LISTING
 
     shapes = {
         "counted": [f"{PREFIX}{i:07d}" for i in range(keys)],
         "hashed": sorted(PREFIX + hashlib.sha1(str(i).encode()).hexdigest() for i in range(keys)),
     }
     pages = -(-keys // 1000)
+    scale = latency / LISTING.median
+    mean = latency * math.exp(LISTING.sigma**2 / 2) if tail else latency
     for shape, names in shapes.items():
-        client = _Pages(names, latency)
-        t = time.monotonic()
-        got = [o["Key"] for o in list_objects(client, BUCKET, PREFIX, workers=workers)]
-        seconds = time.monotonic() - t
-        assert got == names
+        ratios, sent = [], []
+        for round_ in range(runs):
+            rng = random.Random(round_)
+            draw = (lambda r=rng: LISTING.draw(r) * scale) if tail else (lambda: latency)
+            client = _Pages(names, draw)
+            t = time.monotonic()
+            got = [o["Key"] for o in list_objects(client, BUCKET, PREFIX, workers=workers)]
+            seconds = time.monotonic() - t
+            assert got == names
+            ratios.append(pages * mean / seconds)
+            sent.append(client.requests / pages)
         print(
-            f"{shape:8s} {keys} keys: {pages * latency / seconds:5.1f}x one page after another, "
-            f"{client.requests / pages:.3f} requests per serial page"
+            f"{shape:8s} {keys} keys: {median(ratios):5.1f}x one page after another "
+            f"({', '.join(f'{r:.1f}' for r in ratios)}), "
+            f"{median(sent):.3f} requests per serial page"
         )
 
 
@@ -93,10 +115,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=24)
     ap.add_argument("--simulate", type=float, metavar="SECONDS")
+    ap.add_argument("--tail", action="store_true", help="with --simulate: the model's latency tail")
     add_model_arguments(ap, "list")
     args = ap.parse_args()
     if args.simulate:
-        simulate(args.keys, args.simulate, args.workers)
+        simulate(args.keys, args.simulate, args.workers, args.tail, args.runs)
         return
     with endpoint_process(own_cpu=(os.cpu_count() or 1) > 1, **model_of(args)) as url:
         s3 = boto3.client("s3", endpoint_url=url, config=Config(max_pool_connections=64))

@@ -57,7 +57,7 @@ def parallel(s3, workers: int) -> list[tuple]:
 
 
 class _Pages:
-    """ListObjectsV2 over a sorted key list, each page taking ``latency`` seconds."""
+    """ListObjectsV2 over a sorted key list, each page taking ``latency()`` seconds."""
 
     def __init__(self, keys: list[str], latency: Callable[[], float]) -> None:
         self.keys, self.latency, self.requests = keys, latency, 0

@@ -18,12 +18,19 @@ DIGITS = 12
 SLACK = 3
 
 
-def _inner(keys: list[str]) -> tuple[str, str, int]:
-    """A page's first and last key less its outer tenth at each end, and the keys from one
-    to the other: a few keys far from the rest at a page's edge (a plate's images before
-    20,000 tiles) must not stand for the whole page, in the density or the common prefix."""
+def _trimmed(keys: list[str]) -> list[str]:
+    """A page's keys less its outer tenth at each end: a few keys far from the rest at a
+    page's edge (a plate's images before 20,000 tiles) must not stand for the whole page,
+    in the density, the common prefix or the kinds of character a position holds."""
     trim = len(keys) // 10
-    return keys[trim], keys[-1 - trim], len(keys) - 2 * trim
+    return keys[trim : len(keys) - trim]
+
+
+def _inner(keys: list[str]) -> tuple[str, str, int]:
+    """A page's first and last key less its outer tenths, and the keys from one to the
+    other."""
+    inner = _trimmed(keys)
+    return inner[0], inner[-1], len(inner)
 
 
 def _kind(c: str) -> str:
@@ -69,18 +76,16 @@ class KeySpace:
         self.base = self.common[: max(len(self.prefix), len(self.common) - SLACK)]
         seen = set(self.alphabet)
         start, step = len(self.base), max(1, len(keys) // 50)
-        trim = len(keys) // 10
-        for n, key in enumerate([*keys[::step], keys[-1]]):
-            digits = key[start : start + DIGITS]
-            seen.update(digits)
-            if trim <= n * step < len(keys) - trim:
-                # kinds from every page learned, less its outer tenths: a plate's few images
-                # before its tiles do not speak for the tiles. One page's alone would not do:
-                # a page of hashed names shares its first hex digits, which are then of one
-                # kind there, and cuts anywhere else were rounded down to that kind
-                for i, c in enumerate(digits, start):
-                    self.kinds.setdefault(i, set()).add(_kind(c))
+        for key in [*keys[::step], keys[-1]]:
+            seen.update(key[start : start + DIGITS])
         self.alphabet = sorted(seen)
+        # kinds from every page learned, less its outer tenths: a plate's few images before
+        # its tiles do not speak for the tiles. One page's alone would not do: a page of
+        # hashed names shares its first hex digits, which are then of one kind there, and
+        # cuts anywhere else were rounded down to that kind
+        for key in _trimmed(keys)[::step]:
+            for i, c in enumerate(key[start : start + DIGITS], start):
+                self.kinds.setdefault(i, set()).add(_kind(c))
 
     @property
     def radix(self) -> int:

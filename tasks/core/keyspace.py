@@ -178,14 +178,17 @@ class Density:
         return max(0.0, (self.space.value(upto) - self.space.value(after)) * count / width)
 
     def ahead(self, after: str, keys: float, upto: str | None = None) -> str | None:
-        """A key about ``keys`` keys after ``after`` (and before ``upto``; halfway to the end
-        of the key space if that is nearer), or None where the density is unknown or the cut
-        would not fall strictly between them."""
+        """A key about ``keys`` keys after ``after`` and before ``upto`` (with no ``upto``,
+        halfway to the end of the key space if that is nearer: keys past every key seen may
+        not be there), or None where the density is unknown or the cut would not fall
+        strictly between them."""
         width, count = self._rate()
         if width <= 0 or count <= 0:
             return None
         start = self.space.value(after)
-        at = min(start + max(1, int(keys * width / count)), (start + self.space.top) // 2)
+        at = start + max(1, int(keys * width / count))
+        if upto is None:
+            at = min(at, (start + self.space.top) // 2)
         cut = self.space.key(at)
         if cut <= after or (upto is not None and cut >= upto):
             return None

@@ -11,7 +11,9 @@ left anywhere:
 2. Each range lists one page after another. A worker that would idle takes half of the range
    with the most keys left (as the keys' density predicts, :mod:`tasks.core.keyspace`): a cut
    a whole number of pages past where that range stands, less a margin, so the range it is
-   taken from still ends on a full page and a cut costs about no request.
+   taken from still ends on a full page and a cut costs about no request. Where the keys
+   between two cuts vary in number (hashed names: by about their square root), each cut
+   still costs its margin, and only ranges of ``NOISY_PAGES`` pages or more are cut.
 3. Past the last key seen, where the prefix may end, ranges start as *probes*: at most three
    at once, each twice as far as everything confirmed so far (so the known length grows
    fourfold a round trip or more). A probe that comes back empty marks the end; the range
@@ -32,6 +34,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import statistics
 import tempfile
 from bisect import bisect_right
 from collections import deque
@@ -56,6 +59,10 @@ RANGE_PAGES = 1
 FIELDS = ("Key", "Size", "ETag", "LastModified", "StorageClass", "RestoreStatus")
 #: Probes (ranges past every key seen) out at once.
 PROBES = 3
+#: The fewest pages a range must have left to be cut where cuts miss by much (see steal).
+NOISY_PAGES = 8
+#: Cuts whose misses are known before their mean is trusted to narrow the margin.
+TRUSTED = 8
 
 
 @dataclass(eq=False)
@@ -72,7 +79,7 @@ class _Range:
     error: BaseException | None = None
     requests: int = 0
     count: int = 0  # keys kept
-    plan: tuple[int, float, int] | None = None  # keys kept when cut, keys planned, pages
+    plan: tuple[int, float] | None = None  # keys kept when cut, keys expected up to the cut
     ready: deque[bytes] = field(default_factory=deque)  # pages in memory (the front's)
     spool: IO[bytes] | None = None  # pages waiting on disk, read from ``read_at``
     spooled: int = 0
@@ -157,7 +164,7 @@ class _Plan:
         self.ranges: deque[_Range] = deque([_Range(keys[-1], None)])
         self.probes = 0  # probes without their first page yet
         self.ended = False  # a probe found the end, or the open range reached it
-        self.misses: deque[float] = deque(maxlen=16)  # cuts' errors, share of keys planned
+        self.misses: deque[float] = deque(maxlen=16)  # cuts' errors (see finished)
 
     def learn(self, r: _Range, keys: list[str], last: str | None) -> None:
         if r.probe and r.requests == 1:
@@ -174,33 +181,51 @@ class _Plan:
             self.ended = True
 
     def finished(self, r: _Range) -> None:
-        """``r`` reached its cut: how far off the keys planned for it were."""
+        """``r`` reached its cut: how many keys more than expected it held, in units of the
+        square root of the keys expected (the spread of a count of keys drawn at random,
+        hashed names, grows so: four times the keys, twice the miss)."""
         if r.plan is not None:
-            before, planned, pages = r.plan
-            self.misses.append(abs(r.count - before - planned) / pages)
+            before, expected = r.plan
+            self.misses.append((r.count - before - expected) / math.sqrt(max(1.0, expected)))
 
-    def margin(self, keys: int) -> float:
+    def margin(self, keys: float) -> float:
         """Keys a cut is placed short of whole pages, so the range before it ends on a full
-        page, not one more request for a few keys: half again the largest error of the
-        recent cuts (5 % before two are known), at least one key and at most a quarter of
-        the keys (errors are shares of the whole pages planned, so a wide margin does not
-        feed on itself)."""
-        spread = max(self.misses) if len(self.misses) >= 2 else 0.05
-        return 1 + keys * min(0.25, max(0.005, 1.5 * spread))
+        page, not one more request for a few keys: as many more keys than expected as the
+        recent cuts say a range of ``keys`` keys may hold (their misses' mean and two and a
+        half times their spread, or the largest miss if more), scaled by the square root of
+        ``keys``. Until ``TRUSTED`` cuts are known, no less than the largest miss either way:
+        the first few can all fall short by chance. 5 % of the keys before two are known;
+        at least a two-hundredth of them and one key, at most a quarter. A margin wider than
+        needed costs each cut the keys it leaves out of its last page; one narrower, a
+        request for a few keys past a full page."""
+        if len(self.misses) < 2:
+            return 1 + 0.05 * keys
+        seen = self.misses if len(self.misses) >= TRUSTED else [abs(m) for m in self.misses]
+        spread = statistics.fmean(self.misses) + 2.5 * statistics.pstdev(self.misses)
+        spread = max(spread, max(seen))
+        return 1 + max(0.005 * keys, min(0.25 * keys, spread * math.sqrt(keys)))
 
     def cut(self, r: _Range, keys: float, probe: bool) -> _Range | None:
         """A new range from about ``keys`` keys past where ``r`` stands to ``r``'s end, ``r``
-        left with a whole number of pages less the margin. None where the keys' density is
-        not known yet (a page of one key, or keys the key space cannot tell apart)."""
+        left with a whole number of pages less the margin."""
         if not math.isfinite(keys):
             return None
         pages = max(1, round(keys / self.page)) * self.page
-        planned = pages - self.margin(pages)
+        return self.place(r, pages - self.margin(pages), probe)
+
+    def place(self, r: _Range, planned: float, probe: bool) -> _Range | None:
+        """A new range from ``planned`` keys past where ``r`` stands to ``r``'s end. None
+        where the keys' density is not known yet (a page of one key, or keys the key space
+        cannot tell apart)."""
         cut = self.density.ahead(r.position, planned, r.upto)
         if cut is None or (cut <= self.seen and probe):
             return None
         new = _Range(cut, r.upto, probe=probe)
-        r.upto, r.plan = cut, (r.count, planned, pages)
+        # the keys expected where the cut landed, which may be short of ``planned``: a cut
+        # is kept to the first half of what is left of the key space, and rounded to a key
+        # the key space can spell
+        expected = self.density.between(r.position, cut)
+        r.upto, r.plan = cut, (r.count, expected)
         self.ranges.insert(self.ranges.index(r) + 1, new)
         self.probes += probe
         return new
@@ -215,14 +240,17 @@ class _Plan:
             if tail.upto is not None or tail.done:
                 return None
             start = max(self.seen, tail.position)
-            if self.density.between(start, self.space.last) < 2 * self.least * self.page:
+            room = self.density.between(start, self.space.last)
+            if room < 2 * self.least * self.page:
                 return None  # the key space ends soon after: no room for a probe to pay
             # keys counted, not the key space's distance from the first key: a few keys far
             # before the rest (a plate's images before its tiles) would make that distance
-            # stand for more keys than the prefix holds
-            known = self.listed
+            # stand for more keys than the prefix holds. No further than halfway to the end
+            # of the key space, in whole pages: keys that fill it to its end (hashed names)
+            # then end the range on a full page, where a cut halfway would not
+            far = min(max(self.listed, self.page), room / 2)
             ahead = self.density.between(tail.position, start)
-            return self.cut(tail, ahead + max(known, self.page), probe=True)
+            return self.cut(tail, max(1, (ahead + far) // self.page) * self.page, probe=True)
         for r in reversed(self.ranges):  # the range the end lies in: halve what is unknown
             if r.done or r.upto is None or r.upto <= self.seen:
                 continue
@@ -235,9 +263,12 @@ class _Plan:
 
     def steal(self, near: int) -> _Range | None:
         """Half of the range with the most keys left among the ``near`` ranges next to the
-        consumer that are known to be full (a key past their end was seen)."""
-        fine = len(self.misses) >= 2 and max(self.misses) < 0.01  # cuts cost next to nothing
-        best, most = None, (1.0 if fine else 2.0) * self.least * self.page
+        consumer that are known to be full (a key past their end was seen). Where cuts miss
+        by more than a hundredth of a page (keys drawn at random: hashed names), each cut
+        costs its range a last page short by the margin, so only ranges of ``NOISY_PAGES``
+        pages or more are cut."""
+        fine = len(self.misses) >= 2 and self.margin(self.page) < 0.01 * self.page + 1
+        best, most = None, (1.0 if fine else NOISY_PAGES) * self.least * self.page
         for r in islice(self.ranges, near):
             if r.done or r.upto is None or r.upto > self.seen:
                 continue

@@ -207,23 +207,18 @@ class _Plan:
 
     def cut(self, r: _Range, keys: float, probe: bool) -> _Range | None:
         """A new range from about ``keys`` keys past where ``r`` stands to ``r``'s end, ``r``
-        left with a whole number of pages less the margin."""
+        left with a whole number of pages less the margin. None where the keys' density is
+        not known yet (a page of one key, or keys the key space cannot tell apart)."""
         if not math.isfinite(keys):
             return None
         pages = max(1, round(keys / self.page)) * self.page
-        return self.place(r, pages - self.margin(pages), probe)
-
-    def place(self, r: _Range, planned: float, probe: bool) -> _Range | None:
-        """A new range from ``planned`` keys past where ``r`` stands to ``r``'s end. None
-        where the keys' density is not known yet (a page of one key, or keys the key space
-        cannot tell apart)."""
-        cut = self.density.ahead(r.position, planned, r.upto)
+        cut = self.density.ahead(r.position, pages - self.margin(pages), r.upto)
         if cut is None or (cut <= self.seen and probe):
             return None
         new = _Range(cut, r.upto, probe=probe)
-        # the keys expected where the cut landed, which may be short of ``planned``: a cut
-        # is kept to the first half of what is left of the key space, and rounded to a key
-        # the key space can spell
+        # the keys expected where the cut landed, which may be short of those asked for: a
+        # cut with no end is kept to the first half of what is left of the key space, and
+        # every cut is rounded to a key the key space can spell
         expected = self.density.between(r.position, cut)
         r.upto, r.plan = cut, (r.count, expected)
         self.ranges.insert(self.ranges.index(r) + 1, new)

@@ -73,7 +73,11 @@ class KeySpace:
             while n < limit and self.common[n] == key[n]:
                 n += 1
             self.common = self.common[:n]
-        self.base = self.common[: max(len(self.prefix), len(self.common) - SLACK)]
+        # never back over a ``/`` the keys share: a delimiter is one character for every
+        # key, and as a digit it left a value no key has in every place after it (listing a
+        # whole bucket of ``data/0000000`` …, cuts a thousand keys off, as slow as serial)
+        floor = max(len(self.prefix), self.common.rfind("/") + 1)
+        self.base = self.common[: max(floor, len(self.common) - SLACK)]
         seen = set(self.alphabet)
         start, step = len(self.base), max(1, len(keys) // 50)
         for key in [*keys[::step], keys[-1]]:

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tasks.core.keyspace import Density
 from tasks.core.listing import KeySpace, list_objects
 from tasks.core.s3 import iter_objects
 
@@ -157,6 +158,24 @@ def test_hashed_names_are_cut_with_letters_and_digits_alike():
     cuts = [space.key(v) for v in range(lo, hi, (hi - lo) // 64)]
     assert all("p/c1" <= c < "p/d0" for c in cuts)
     assert {c[3] for c in cuts} & set("abcdef")  # the letters where hashed names have them
+
+
+def test_a_delimiter_every_key_shares_is_no_digit_of_the_key_space():
+    """A whole bucket of ``data/0000000`` …: the key space's digits began a few characters
+    before the keys' common prefix ends, back over the ``/``. As a digit, it left a value no
+    key has in every place after it, cuts landed up to a thousand keys off, and the bucket
+    listed as slowly as one page after another (643 s against 101 s for an unchanged backup
+    of 100,000 objects at D = 40)."""
+    keys = [f"data/{i:07d}" for i in range(20_000)]
+    space = KeySpace("", keys[0])
+    density = Density(space)
+    for start in range(0, len(keys), 1000):
+        space.learn(keys[start : start + 1000])
+        density.add_page(keys[start : start + 1000])
+    for i in range(0, 19_000, 777):
+        cut = density.ahead(keys[i], 994)
+        assert cut is not None
+        assert abs(bisect.bisect_right(keys, cut) - (i + 1) - 994) <= 10
 
 
 def test_hashed_names_cost_few_requests_past_the_serial_pages():

@@ -107,8 +107,7 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
         result.objects, result.bytes = listing.total_objects, listing.total_bytes
         log.info("%s: %d objects, %.1f MiB", work.tag, result.objects, result.bytes / MIB)
         steps.preflight(work, listing)
-        for bundle in work.where.bundles:
-            built = steps.build_bundle(work, bundle)
+        for bundle, built in zip(work.where.bundles, steps.build_bundles(work), strict=True):
             result.tarballs[bundle] = {
                 "key": built.key,
                 "bytes": built.tarball_bytes,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from prefect import task
 
 from tasks.archive import bundle, delete, listing, verify
+from tasks.core.concurrency import together
 from tasks.core.retry import PLAIN, TRANSIENT
 from tasks.plates.work import PlateWork
+
+#: Bundles of one plate a streaming archive builds at once.
+STREAMED_BUNDLES = 2
 
 
 @task(name="find-archive", task_run_name="find-archive-{work.tag}", **PLAIN, **TRANSIENT)
@@ -39,6 +44,15 @@ def preflight(work: PlateWork, plate_listing: listing.PlateListing) -> int:
 def build_bundle(work: PlateWork, name: str) -> bundle.BundleResult:
     """Stage, tar, upload and ETag-check one bundle."""
     return bundle.build_bundle(work, name)
+
+
+def build_bundles(work: PlateWork) -> list[bundle.BundleResult]:
+    """Every bundle's tarball, uploaded and verified, in the layout's order. Streaming,
+    :data:`STREAMED_BUNDLES` at once: each holds only its window of reads and parts, and a
+    small bundle's round trips and bytes go while a large one's do. Staged, one after
+    another: scratch holds one bundle's tarball at a time (:func:`bundle.scratch_need`)."""
+    calls = [partial(build_bundle, work, name) for name in work.where.bundles]
+    return together(*calls, at_most=STREAMED_BUNDLES if work.settings.streaming else 1)
 
 
 @task(name="verify-listings", task_run_name="verify-listings-{work.tag}", **PLAIN, **TRANSIENT)

@@ -7,10 +7,11 @@ long it is (the same backpressure s3transfer uses for its transfers).
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from typing import TypeVar
 
@@ -161,13 +162,28 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Prefetched[T]:
     return Prefetched(items, depth)
 
 
-def together(*calls: Callable[[], R]) -> list[R]:
-    """Run ``calls`` at once, a thread each, and return their results in order: independent
-    round trips (a tarball's two sidecars, a plate's listings) cost one round trip, not one
-    each. Every call ends before the first exception, if any, is raised."""
-    with ThreadPoolExecutor(max_workers=max(1, len(calls)), thread_name_prefix="together") as pool:
-        futures = [pool.submit(call) for call in calls]
-    return [future.result() for future in futures]
+def together(*calls: Callable[[], R], at_most: int | None = None) -> list[R]:
+    """Run ``calls`` at once, a thread each (``at_most`` at a time), and return their results
+    in order: independent round trips (a tarball's two sidecars, a plate's listings) cost one
+    round trip, not one each. Each call runs in a copy of the caller's context (a Prefect
+    task called there is the caller's child). Once a call fails, those not yet started
+    never start; every started call ends before the first exception is raised."""
+    workers = max(1, min(len(calls), at_most or len(calls)))
+    failed = threading.Event()
+
+    def run(call: Callable[[], R]) -> R:
+        if failed.is_set():  # only a call that waited for a thread can see this
+            raise CancelledError
+        try:
+            return call()
+        except BaseException:
+            if workers < len(calls):
+                failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="together") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, run, call) for call in calls]
+    return [future.result() for future in futures]  # calls start in order: a failure first
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -110,3 +110,30 @@ def test_together_runs_every_call_at_once_and_raises_after_all_ended():
     with pytest.raises(ValueError, match="no such bucket"):
         together(broken, slow)
     assert ended == ["slow"]
+
+
+def test_together_at_most_runs_calls_in_turn_and_starts_none_after_a_failure():
+    running, most, started = [0], [0], []
+    lock = threading.Lock()
+
+    def call(label: str, fails: bool = False):
+        def run() -> str:
+            with lock:
+                started.append(label)
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            if fails:
+                raise ValueError(f"{label} failed")
+            return label
+
+        return run
+
+    assert together(*(call(x) for x in "abcd"), at_most=2) == list("abcd")
+    assert most[0] == 2
+    started.clear()
+    with pytest.raises(ValueError, match="a failed"):
+        together(call("a", fails=True), call("b"), call("c"), at_most=1)
+    assert started == ["a"]

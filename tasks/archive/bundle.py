@@ -18,7 +18,7 @@ from pathlib import Path
 from tasks.archive.listing import PlateListing, bundle_totals
 from tasks.archive.progress import BundleProgress, counted
 from tasks.archive.staging import download_workers, staged_ahead
-from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead
+from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead, read_ahead_window
 from tasks.archive.verify import check_tarball
 from tasks.core.concurrency import together
 from tasks.core.s3 import MIB, abort_incomplete_uploads, part_size_for, put_text, upload_path
@@ -29,10 +29,11 @@ from tasks.plates.work import PlateWork, reserve_scratch
 
 #: Head room kept free on scratch beyond what a plate needs.
 SCRATCH_MARGIN = 256 * MIB
-#: Tarball parts a streaming archive uploads at once: each is a part in memory. A staged
-#: tarball is read from its file as it goes up, ``transfer_concurrency`` parts at once:
-#: S3 moves each connection's bytes at a bounded rate, so parts in flight set the upload's.
-UPLOAD_PARTS_IN_FLIGHT = 4
+#: A streaming archive uploads ``transfer_concurrency`` / this many tarball parts at once
+#: (each a part in memory: 8 at the default of 16, as the raw pipeline); a staged tarball is
+#: read from its file as it goes up, ``transfer_concurrency`` parts at once. S3 moves each
+#: connection's bytes at a bounded rate, so parts in flight set the upload's speed.
+TRANSFERS_PER_STREAMED_PART = 2
 #: Streaming keeps only listings on scratch.
 STREAMING_MARGIN = 16 * MIB
 
@@ -218,7 +219,7 @@ def _stream_bundle(
         s.cold_bucket,
         key,
         part_size,
-        in_flight=UPLOAD_PARTS_IN_FLIGHT,
+        in_flight=max(1, s.transfer_concurrency // TRANSFERS_PER_STREAMED_PART),
         StorageClass=s.storage_class,
     )
     tee = ListingTee(upload, listing, s.compression, work.tag)
@@ -230,6 +231,7 @@ def _stream_bundle(
             read_entries(work.entries(bundle)),
             work.where.member_name,
             workers=download_workers(s.transfer_concurrency),
+            window=read_ahead_window(s.transfer_concurrency),
         ),
         lambda m: m.size,
         moving.stage(1.0, moving.nbytes),

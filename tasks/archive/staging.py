@@ -59,9 +59,15 @@ def open_entry(client: Any, bucket: str, entry: ObjectEntry) -> Any:
     An object that changed (412) or vanished (404) since listing raises
     SourceChangedError naming it; an archived one says it must be restored first.
     """
-    extra = {"IfMatch": f'"{entry.etag}"'} if entry.etag else {}
+    return _get_entry(client, bucket, entry)["Body"]
+
+
+def _get_entry(client: Any, bucket: str, entry: ObjectEntry, **extra: Any) -> dict:
+    """GetObject of an entry, pinned to its ETag, its errors said as the archive sees them."""
+    if entry.etag:
+        extra["IfMatch"] = f'"{entry.etag}"'
     try:
-        return client.get_object(Bucket=bucket, Key=entry.key, **extra)["Body"]
+        return client.get_object(Bucket=bucket, Key=entry.key, **extra)
     except ClientError as exc:
         if is_missing(exc):
             raise SourceChangedError(
@@ -95,6 +101,21 @@ def read_entry(client: Any, bucket: str, entry: ObjectEntry) -> bytes:
     """One (small) object as listed, in memory."""
     data = open_entry(client, bucket, entry).read()
     check_size(bucket, entry, len(data))
+    return data
+
+
+def read_range(client: Any, bucket: str, entry: ObjectEntry, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (inclusive) of one object as listed, in memory; the answer's
+    ``Content-Range`` must give the listed size, as every range must hold its bytes."""
+    response = _get_entry(client, bucket, entry, Range=f"bytes={start}-{end}")
+    data = response["Body"].read()
+    total = response.get("ContentRange", "").rpartition("/")[2]
+    check_size(bucket, entry, int(total) if total.isdigit() else -1)
+    if len(data) != end - start + 1:
+        raise SourceChangedError(
+            f"s3://{bucket}/{entry.key}: bytes {start}-{end} listed, {len(data)} read",
+            changed=[entry.key],
+        )
     return data
 
 

@@ -81,10 +81,15 @@ def test_streaming_equals_staged(s3, seed, plates_csv, tmp_path, compression):
 
 def test_streaming_refuses_a_source_changed_mid_stream(s3, seed, plates_csv, tmp_path, loopback):
     originals = seed(SPACED, shape=SHAPE)
-    victim = next(k for k in originals if k.endswith(".sqlite"))
-    loopback.on_request(
-        "GetObject", r"\.tiff$", lambda: s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed")
-    )
+    victim = next(k for k in originals if k.endswith(".sqlite"))  # read as three ranges
+    arrived = []
+
+    def second_range_changes_it() -> None:
+        arrived.append(1)
+        if len(arrived) == 2:
+            s3.put_object(Bucket=LIVE, Key=victim, Body=b"changed")
+
+    loopback.on_request("GetObject", r"\.sqlite$", second_range_changes_it, times=3)
     with pytest.raises(PlatesFailedError) as failed:
         archive_plates(
             plates_csv(SPACED),

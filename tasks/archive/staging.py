@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
@@ -16,6 +18,10 @@ from tasks.core.s3 import MIB
 from tasks.formats.listing import ObjectEntry
 
 _COPY_BUFFER = 256 * 1024
+#: Objects above this size are read as ranges of it, several at once (staged and streaming).
+RANGE_BYTES = 8 * MIB
+#: Ranges of one object a staged download reads at once.
+RANGES_AT_ONCE = 8
 #: Objects staged ahead of the tar writer, per download thread.
 AHEAD_PER_THREAD = 4
 #: Download threads per unit of ``transfer_concurrency``: a small object's download is one
@@ -88,13 +94,39 @@ def check_size(bucket: str, entry: ObjectEntry, read: int) -> None:
 
 
 def download_entry(client: Any, bucket: str, entry: ObjectEntry, path: Path) -> int:
-    """Download one object as listed (same ETag, same size) to ``path``; returns its size."""
+    """Download one object as listed (same ETag, same size) to ``path``; returns its size.
+    Above :data:`RANGE_BYTES`, as ranges, :data:`RANGES_AT_ONCE` at a time, each written
+    where it belongs (a connection moves one range at its own rate); a range cut off
+    half-way is read again."""
+    if entry.size > RANGE_BYTES:
+        with open(path, "wb") as f:
+            f.truncate(entry.size)
+            starts = range(0, entry.size, RANGE_BYTES)
+            with ThreadPoolExecutor(min(RANGES_AT_ONCE, len(starts))) as pool:
+                for _ in pool.map(
+                    lambda start: _download_range(client, bucket, entry, f, start), starts
+                ):
+                    pass
+        return entry.size
     body = open_entry(client, bucket, entry)
     with open(path, "wb") as f:
         shutil.copyfileobj(body, f, _COPY_BUFFER)
         written = f.tell()
     check_size(bucket, entry, written)
     return written
+
+
+def _download_range(client: Any, bucket: str, entry: ObjectEntry, f: BinaryIO, start: int) -> None:
+    end = min(start + RANGE_BYTES, entry.size) - 1
+
+    def write() -> None:
+        body = open_range(client, bucket, entry, start, end)
+        at = start
+        while chunk := body.read(_COPY_BUFFER):
+            at += os.pwrite(f.fileno(), chunk, at)
+        _check_range(bucket, entry, start, end, at - start)
+
+    retry_stream(write)
 
 
 def read_entry(client: Any, bucket: str, entry: ObjectEntry) -> bytes:
@@ -104,19 +136,28 @@ def read_entry(client: Any, bucket: str, entry: ObjectEntry) -> bytes:
     return data
 
 
-def read_range(client: Any, bucket: str, entry: ObjectEntry, start: int, end: int) -> bytes:
-    """Bytes ``start`` to ``end`` (inclusive) of one object as listed, in memory; the answer's
-    ``Content-Range`` must give the listed size, as every range must hold its bytes."""
+def open_range(client: Any, bucket: str, entry: ObjectEntry, start: int, end: int) -> Any:
+    """Bytes ``start`` to ``end`` (inclusive) of one object as listed, as a stream; the
+    answer's ``Content-Range`` must give the listed size."""
     response = _get_entry(client, bucket, entry, Range=f"bytes={start}-{end}")
-    data = response["Body"].read()
     total = response.get("ContentRange", "").rpartition("/")[2]
     check_size(bucket, entry, int(total) if total.isdigit() else -1)
-    if len(data) != end - start + 1:
+    return response["Body"]
+
+
+def read_range(client: Any, bucket: str, entry: ObjectEntry, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (inclusive) of one object as listed, in memory."""
+    data = open_range(client, bucket, entry, start, end).read()
+    _check_range(bucket, entry, start, end, len(data))
+    return data
+
+
+def _check_range(bucket: str, entry: ObjectEntry, start: int, end: int, read: int) -> None:
+    if read != end - start + 1:
         raise SourceChangedError(
-            f"s3://{bucket}/{entry.key}: bytes {start}-{end} listed, {len(data)} read",
+            f"s3://{bucket}/{entry.key}: bytes {start}-{end} listed, {read} read",
             changed=[entry.key],
         )
-    return data
 
 
 def staged_ahead(

@@ -23,7 +23,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tasks.archive.staging import read_entry, read_range
+from tasks.archive.staging import RANGE_BYTES, read_entry, read_range
 from tasks.core.concurrency import unordered_map
 from tasks.core.errors import s3_errors
 from tasks.core.retry import retry_stream
@@ -32,7 +32,7 @@ from tasks.formats.listing import ObjectEntry, write_lines
 from tasks.formats.tarball import MemberSource, epoch, tar_listing_lines
 
 #: Objects up to this size are read whole into memory; larger ones as ranges of this size.
-READ_AHEAD_OBJECT = 8 * MIB
+READ_AHEAD_OBJECT = RANGE_BYTES
 #: Bytes read ahead per unit of ``transfer_concurrency``: S3 moves each connection's bytes at a
 #: bounded rate (~90 MB/s), so the bytes in flight set the read's speed. At the default of 16,
 #: 64 MiB: sixteen 4 MiB images at once, as many GETs as the raw pipeline keeps out.

@@ -79,7 +79,10 @@ def test_streaming_equals_staged(s3, seed, plates_csv, tmp_path, compression):
     assert any(len(v) > 20 for k, v in staged.items() if k.endswith((".tar.gz", ".tar.zst")))
 
 
-def test_streaming_refuses_a_source_changed_mid_stream(s3, seed, plates_csv, tmp_path, loopback):
+@pytest.mark.parametrize("streaming", [False, True], ids=["staged", "streaming"])
+def test_a_blob_changed_between_its_ranges_fails_the_plate(
+    s3, seed, plates_csv, tmp_path, loopback, streaming
+):
     originals = seed(SPACED, shape=SHAPE)
     victim = next(k for k in originals if k.endswith(".sqlite"))  # read as three ranges
     arrived = []
@@ -98,7 +101,7 @@ def test_streaming_refuses_a_source_changed_mid_stream(s3, seed, plates_csv, tmp
             LIVE,
             COLD,
             scratch_dir=str(tmp_path / "s"),
-            streaming=True,
+            streaming=streaming,
             delete_source=True,
         )
     assert f"{victim} changed after it was listed" in failed.value.summary[0]["message"]

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from functools import partial
 from itertools import groupby
 from operator import attrgetter
@@ -31,8 +31,6 @@ from tasks.core.s3 import MIB, strip_etag
 from tasks.formats.listing import ObjectEntry, write_lines
 from tasks.formats.tarball import MemberSource, epoch, tar_listing_lines
 
-#: Objects up to this size are read whole into memory; larger ones as ranges of this size.
-READ_AHEAD_OBJECT = RANGE_BYTES
 #: Bytes read ahead per unit of ``transfer_concurrency``: S3 moves each connection's bytes at a
 #: bounded rate (~90 MB/s), so the bytes in flight set the read's speed. At the default of 16,
 #: 64 MiB: sixteen 4 MiB images at once, as many GETs as the raw pipeline keeps out.
@@ -55,7 +53,7 @@ def read_ahead(
     """Tar members for ``entries``: each run of small objects fetched ``workers`` at a time
     (at most ``window`` bytes waiting) and handed over as each arrives, so one slow answer
     holds up nothing behind it; a large one, once the small ones before it are in, read as
-    :data:`READ_AHEAD_OBJECT` ranges, as many at once as ``window`` holds, each pinned to
+    :data:`RANGE_BYTES` ranges, as many at once as ``window`` holds, each pinned to
     the object's listed ETag (one connection would move it at one connection's rate)."""
 
     def fetch(entry: ObjectEntry) -> bytes:
@@ -64,12 +62,12 @@ def read_ahead(
     def member(entry: ObjectEntry, opener: Callable) -> MemberSource:
         return MemberSource(member_name(entry.key), entry.size, epoch(entry.modified), opener)
 
-    ranges_at_once = max(1, window // READ_AHEAD_OBJECT)
+    ranges_at_once = max(1, window // RANGE_BYTES)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for small, run in groupby(entries, key=lambda e: e.size <= READ_AHEAD_OBJECT):
+        for small, run in groupby(entries, key=lambda e: e.size <= RANGE_BYTES):
             if not small:
                 for entry in run:
-                    opener = partial(_ranged, client, bucket, entry, pool, ranges_at_once)
+                    opener = partial(_RangedBody, client, bucket, entry, pool, ranges_at_once)
                     yield member(entry, opener)
                 continue
             for entry, data in unordered_map(
@@ -82,28 +80,18 @@ def _in_memory(data: bytes) -> nullcontext[BinaryIO]:
     return nullcontext(io.BytesIO(data))
 
 
-@contextmanager
-def _ranged(
-    client: Any, bucket: str, entry: ObjectEntry, pool: ThreadPoolExecutor, at_once: int
-) -> Iterator[BinaryIO]:
-    body = _RangedBody(client, bucket, entry, pool, at_once)
-    try:
-        yield body  # type: ignore[misc]
-    finally:
-        body.close()
-
-
 class _RangedBody:
-    """A large object's bytes, in order, from ranged GETs ``at_once`` ahead of the reader."""
+    """A large object's bytes, in order, from ranged GETs ``at_once`` ahead of the reader;
+    a context manager, as a tar member's opener gives (leaving it cancels ranges not sent)."""
 
     def __init__(
         self, client: Any, bucket: str, entry: ObjectEntry, pool: ThreadPoolExecutor, at_once: int
     ) -> None:
         def fetch(start: int) -> bytes:
-            end = min(start + READ_AHEAD_OBJECT, entry.size) - 1
+            end = min(start + RANGE_BYTES, entry.size) - 1
             return retry_stream(lambda: read_range(client, bucket, entry, start, end))
 
-        self.starts = iter(range(0, entry.size, READ_AHEAD_OBJECT))
+        self.starts = iter(range(0, entry.size, RANGE_BYTES))
         self.fetch, self.pool = fetch, pool
         self.pending: deque[Future[bytes]] = deque()
         self.chunk, self.offset = b"", 0
@@ -117,7 +105,7 @@ class _RangedBody:
 
     def read(self, n: int = -1) -> bytes:
         if n < 0:
-            return b"".join(iter(partial(self.read, READ_AHEAD_OBJECT), b""))
+            return b"".join(iter(partial(self.read, RANGE_BYTES), b""))
         if self.offset == len(self.chunk):
             if not self.pending:
                 return b""
@@ -128,7 +116,10 @@ class _RangedBody:
         self.offset = end
         return data
 
-    def close(self) -> None:
+    def __enter__(self) -> _RangedBody:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         for future in self.pending:
             future.cancel()
 

@@ -106,8 +106,9 @@ def _archive_plate(work: PlateWork, settings: PlateSettings) -> PlateResult:
             result.aborted_uploads = stale.result()
         result.objects, result.bytes = listing.total_objects, listing.total_bytes
         log.info("%s: %d objects, %.1f MiB", work.tag, result.objects, result.bytes / MIB)
-        steps.preflight(work, listing)
-        for bundle, built in zip(work.where.bundles, steps.build_bundles(work), strict=True):
+        overlap = steps.preflight(work, listing)
+        built_all = steps.build_bundles(work, overlap)
+        for bundle, built in zip(work.where.bundles, built_all, strict=True):
             result.tarballs[bundle] = {
                 "key": built.key,
                 "bytes": built.tarball_bytes,

@@ -8,11 +8,13 @@ written, and its tar listing is read back from the compressed bytes.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 from tasks.archive.listing import PlateListing, bundle_totals
@@ -21,6 +23,7 @@ from tasks.archive.staging import download_workers, staged_ahead
 from tasks.archive.streaming import ListingTee, MultipartWriter, read_ahead, read_ahead_window
 from tasks.archive.verify import check_tarball
 from tasks.core.concurrency import together
+from tasks.core.errors import ScratchSpaceError
 from tasks.core.s3 import MIB, abort_incomplete_uploads, part_size_for, put_text, upload_path
 from tasks.formats.checksums import HashingWriter, MultipartHasher
 from tasks.formats.listing import read_entries, sort_file, write_lines
@@ -58,31 +61,35 @@ def tarball_bound(nbytes: int, count: int) -> int:
     return nbytes + nbytes // 100 + count * 1536 + 1 * MIB
 
 
-def scratch_need(listing: PlateListing, streaming: bool = False) -> int:
-    """Scratch a plate needs at its peak. Staged, bundles are built one after another, each
-    object leaving scratch once it is tarred: the largest of a bundle's tarball plus the
-    objects it can have staged at once, and its listings. Streaming, only its listings."""
+def scratch_need(listing: PlateListing, streaming: bool = False, overlapped: bool = False) -> int:
+    """Scratch a plate needs at its peak. Staged, each object leaves scratch once it is
+    tarred, so a bundle being built holds its tarball and the objects it can have staged at
+    once; bundles are built one after another, or ``overlapped``: the next one staged while
+    the last one's tarball uploads (both tarballs on scratch). Plus its listings. Streaming,
+    only its listings."""
     listings = listing.total_objects * 1024
     if streaming:
         return listings + STREAMING_MARGIN
-    largest = max(
-        (
-            tarball_bound(listing.bytes[b], listing.objects[b])
-            + listing.window_bytes.get(b, listing.bytes[b])
-            for b in listing.objects
-        ),
-        default=0,
-    )
-    return listings + largest + SCRATCH_MARGIN
+    tarball = {b: tarball_bound(listing.bytes[b], listing.objects[b]) for b in listing.objects}
+    building = {b: tarball[b] + listing.window_bytes.get(b, listing.bytes[b]) for b in tarball}
+    peaks = list(building.values())
+    if overlapped:  # in the layout's order: each bundle staged beside the last one's tarball
+        peaks += [tarball[last] + building[b] for last, b in pairwise(listing.objects)]
+    return listings + max(peaks, default=0) + SCRATCH_MARGIN
 
 
-def reserve_for(work: PlateWork, listing: PlateListing) -> int:
-    """Reserve scratch for the plate at its peak (see :func:`scratch_need`)."""
-    return reserve_scratch(
-        work,
-        scratch_need(listing, work.settings.streaming),
-        f"{listing.total_objects:,} objects, {listing.total_bytes / MIB:,.0f} MiB",
-    )
+def reserve_for(work: PlateWork, listing: PlateListing) -> bool:
+    """Reserve scratch for the plate at its peak (see :func:`scratch_need`): staged, for its
+    bundles overlapped when scratch has room, else one after another (ScratchSpaceError when
+    it has room for neither). Returns whether they may overlap."""
+    s = work.settings
+    what = f"{listing.total_objects:,} objects, {listing.total_bytes / MIB:,.0f} MiB"
+    if not s.streaming and len(listing.objects) > 1:
+        with contextlib.suppress(ScratchSpaceError):
+            reserve_scratch(work, scratch_need(listing, overlapped=True), what)
+            return True
+    reserve_scratch(work, scratch_need(listing, s.streaming), what)
+    return False
 
 
 def abort_stale_uploads(work: PlateWork) -> int:
@@ -96,6 +103,23 @@ def abort_stale_uploads(work: PlateWork) -> int:
     )
 
 
+@dataclass
+class Tarball:
+    """One bundle's tarball as built, before it is checked against S3: where it goes, its
+    hashes and tar listing, and (staged) the file on scratch that still has to go up."""
+
+    bundle: str
+    key: str
+    objects: int
+    bytes: int
+    part_size: int
+    listing: Path
+    hasher: MultipartHasher
+    moving: BundleProgress
+    seconds: dict[str, float]
+    path: Path | None = None  # staged: the file, uploaded by :func:`ship_tarball`
+
+
 def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     """Tar one bundle's objects, upload the tarball and check it against S3's checksum.
 
@@ -105,33 +129,61 @@ def build_bundle(work: PlateWork, bundle: str) -> BundleResult:
     where it is an MD5 (:func:`tasks.archive.verify.check_tarball`); its tar listing is read
     back from the compressed bytes. Writes the ``.md5`` and ``.etag`` (S3's, whatever it is)
     sidecars only once the tarball is verified. Staged: objects are downloaded to scratch,
-    tarred to a file, which is uploaded. Streaming: objects are read from S3
-    into the tar stream, which goes straight into a multipart upload.
+    tarred to a file (:func:`make_tarball`), which is uploaded (:func:`ship_tarball`).
+    Streaming: objects are read from S3 into the tar stream, which goes straight into a
+    multipart upload.
     """
+    return ship_tarball(work, make_tarball(work, bundle))
+
+
+def make_tarball(work: PlateWork, bundle: str) -> Tarball:
+    """Staged: download the bundle's objects and tar them to a file on scratch. Streaming:
+    stream them into the tarball's multipart upload. Either way with its hashes."""
     s = work.settings
-    where = work.where
     count, nbytes = bundle_totals(work, bundle)
     part_size = part_size_for(tarball_bound(nbytes, count), start=s.part_size_mib * MIB)
-    key = where.tarball(bundle, s.compression)
-    tar_name = key.rsplit("/", 1)[-1]
+    key = work.where.tarball(bundle, s.compression)
     listing = work.path(f"listing_tar_{bundle}.txt")
-    build = _stream_bundle if s.streaming else _staged_bundle
     moving = BundleProgress(s.progress_key, work.tag, nbytes)
-    hasher, seconds = build(work, bundle, key, part_size, listing, moving)
-    sort_file(listing)
-    remote = check_tarball(s.client, s.cold_bucket, key, hasher, part_size)
+    build = _stream_bundle if s.streaming else _staged_bundle
+    hasher, seconds, path = build(work, bundle, key, part_size, listing, moving)
+    return Tarball(bundle, key, count, nbytes, part_size, listing, hasher, moving, seconds, path)
+
+
+def ship_tarball(work: PlateWork, made: Tarball) -> BundleResult:
+    """Upload a staged tarball's file (its tar listing read back meanwhile), then check the
+    tarball against S3 and write its sidecars (see :func:`build_bundle`)."""
+    s = work.settings
+    if made.path is not None:
+        _upload_staged(work, made, made.path)
+    sort_file(made.listing)
+    remote = check_tarball(s.client, s.cold_bucket, made.key, made.hasher, made.part_size)
+    tar_name = made.key.rsplit("/", 1)[-1]
     together(
         partial(
             put_text,
             s.client,
             s.cold_bucket,
-            where.md5_sidecar(bundle),
-            f"{hasher.md5}  {tar_name}\n",
+            work.where.md5_sidecar(made.bundle),
+            f"{made.hasher.md5}  {tar_name}\n",
         ),
-        partial(put_text, s.client, s.cold_bucket, where.etag_sidecar(bundle), f"{remote}\n"),
+        partial(
+            put_text, s.client, s.cold_bucket, work.where.etag_sidecar(made.bundle), f"{remote}\n"
+        ),
     )
-    moving.finish()
-    return BundleResult(bundle, key, count, nbytes, hasher.size, hasher.md5, remote, seconds)
+    if made.path is not None:  # kept until checked: a retried upload-check sends it again
+        made.path.unlink()
+    made.moving.finish()
+    return BundleResult(
+        made.bundle,
+        made.key,
+        made.objects,
+        made.bytes,
+        made.hasher.size,
+        made.hasher.md5,
+        remote,
+        made.seconds,
+    )
 
 
 def _staged_bundle(
@@ -141,21 +193,19 @@ def _staged_bundle(
     part_size: int,
     listing: Path,
     moving: BundleProgress,
-) -> tuple[MultipartHasher, dict[str, float]]:
+) -> tuple[MultipartHasher, dict[str, float], Path]:
     s = work.settings
-    client, where = s.client, work.where
-    seconds: dict[str, float] = {}
-    entries_path = work.entries(bundle)
+    where = work.where
     stage_root = work.path(f"stage_{bundle}")
 
-    # objects are tarred in listing order as they land on scratch, later ones downloading
-    # meanwhile: the downloads wait on the endpoint, the compressor on this machine's cores
+    # objects are tarred as they land on scratch, later ones downloading meanwhile: the
+    # downloads wait on the endpoint, the compressor on this machine's cores
     t = time.monotonic()
     tar_path = work.path(key.rsplit("/", 1)[-1])
     staged = staged_ahead(
-        client,
+        s.client,
         s.bucket,
-        read_entries(entries_path),
+        read_entries(work.entries(bundle)),
         stage_root,
         s.transfer_concurrency,
         on_staged=moving.stage(1 / 3, moving.nbytes),
@@ -174,34 +224,36 @@ def _staged_bundle(
         out = HashingWriter(raw, part_size)
         write_tarball(members, out, s.compression, s.compression_level, s.compression_threads)
     shutil.rmtree(stage_root)
-    seconds["stage_and_tar"] = time.monotonic() - t
+    return out.hasher, {"stage_and_tar": time.monotonic() - t}, tar_path
 
-    # the tar listing is read back from the file while the file uploads: one is decompression
-    # on this machine, the other waits on the network
+
+def _upload_staged(work: PlateWork, made: Tarball, tar_path: Path) -> None:
+    """Upload the tarball's file; its tar listing is read back from the file meanwhile (one
+    is decompression on this machine, the other waits on the network)."""
+    s = work.settings
+
     def read_back() -> float:
         started = time.monotonic()
         with open(tar_path, "rb") as f:
-            write_lines(listing, tar_listing_lines(f, s.compression, work.tag))
+            write_lines(made.listing, tar_listing_lines(f, s.compression, work.tag))
         return time.monotonic() - started
 
     t = time.monotonic()
     with ThreadPoolExecutor(1, thread_name_prefix="read-back") as pool:
         reading = pool.submit(read_back)
         upload_path(
-            client,
+            s.client,
             tar_path,
             s.cold_bucket,
-            key,
-            part_size=part_size,
+            made.key,
+            part_size=made.part_size,
             concurrency=s.transfer_concurrency,
-            progress=moving.stage(1 / 3, tar_path.stat().st_size),
+            progress=made.moving.stage(1 / 3, tar_path.stat().st_size),
             StorageClass=s.storage_class,
-            ChecksumCRC64NVME=out.hasher.crc64nvme,  # a FULL_OBJECT checksum, checked by S3
+            ChecksumCRC64NVME=made.hasher.crc64nvme,  # a FULL_OBJECT checksum, checked by S3
         )
-        seconds["upload"] = time.monotonic() - t
-        seconds["read_back"] = reading.result()
-    tar_path.unlink()
-    return out.hasher, seconds
+        made.seconds["upload"] = time.monotonic() - t
+        made.seconds["read_back"] = reading.result()
 
 
 def _stream_bundle(
@@ -211,7 +263,7 @@ def _stream_bundle(
     part_size: int,
     listing: Path,
     moving: BundleProgress,
-) -> tuple[MultipartHasher, dict[str, float]]:
+) -> tuple[MultipartHasher, dict[str, float], None]:
     s = work.settings
     t = time.monotonic()
     upload = MultipartWriter(
@@ -245,4 +297,4 @@ def _stream_bundle(
         if not tee.pipe.closed:
             tee.pipe.close()
         raise
-    return out.hasher, {"stream": time.monotonic() - t}
+    return out.hasher, {"stream": time.monotonic() - t}, None

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.archive import bundle, delete, listing, verify
-from tasks.core.concurrency import together
+from tasks.core.concurrency import pipelined, together
 from tasks.core.retry import PLAIN, TRANSIENT
 from tasks.plates.work import PlateWork
 
@@ -35,24 +35,48 @@ def list_plate(work: PlateWork) -> listing.PlateListing:
 
 
 @task(name="preflight-scratch", task_run_name="preflight-{work.tag}", **PLAIN)
-def preflight(work: PlateWork, plate_listing: listing.PlateListing) -> int:
-    """Check (and reserve) scratch space for the staged plate."""
+def preflight(work: PlateWork, plate_listing: listing.PlateListing) -> bool:
+    """Check (and reserve) scratch space for the staged plate; returns whether its bundles
+    may overlap (:func:`bundle.reserve_for`)."""
     return bundle.reserve_for(work, plate_listing)
 
 
 @task(name="build-bundle", task_run_name="stage-tar-upload-{work.tag}-{name}", **PLAIN, **TRANSIENT)
 def build_bundle(work: PlateWork, name: str) -> bundle.BundleResult:
-    """Stage, tar, upload and ETag-check one bundle."""
+    """Stream, tar, upload and check one bundle."""
     return bundle.build_bundle(work, name)
 
 
-def build_bundles(work: PlateWork) -> list[bundle.BundleResult]:
+@task(name="stage-tar", task_run_name="stage-tar-{work.tag}-{name}", **PLAIN, **TRANSIENT)
+def make_tarball(work: PlateWork, name: str) -> bundle.Tarball:
+    """Download one bundle's objects to scratch and tar them."""
+    return bundle.make_tarball(work, name)
+
+
+@task(
+    name="upload-check", task_run_name="upload-check-{work.tag}-{made.bundle}", **PLAIN, **TRANSIENT
+)
+def ship_tarball(work: PlateWork, made: bundle.Tarball) -> bundle.BundleResult:
+    """Upload one staged tarball, check it against S3 and write its sidecars."""
+    return bundle.ship_tarball(work, made)
+
+
+def build_bundles(work: PlateWork, overlap: bool = False) -> list[bundle.BundleResult]:
     """Every bundle's tarball, uploaded and verified, in the layout's order. Streaming,
     :data:`STREAMED_BUNDLES` at once: each holds only its window of reads and parts, and a
-    small bundle's round trips and bytes go while a large one's do. Staged, one after
-    another: scratch holds one bundle's tarball at a time (:func:`bundle.scratch_need`)."""
-    calls = [partial(build_bundle, work, name) for name in work.where.bundles]
-    return together(*calls, at_most=STREAMED_BUNDLES if work.settings.streaming else 1)
+    small bundle's round trips and bytes go while a large one's do. Staged, tarred one after
+    another, each tarball uploaded while the next bundle downloads when ``overlap`` (scratch
+    has room for two tarballs, :func:`bundle.scratch_need`), else after it."""
+    names = work.where.bundles
+    if work.settings.streaming:
+        calls = [partial(build_bundle, work, name) for name in names]
+        return together(*calls, at_most=STREAMED_BUNDLES)
+    return pipelined(
+        names,
+        partial(make_tarball, work),
+        partial(ship_tarball, work),
+        overlap=overlap,
+    )
 
 
 @task(name="verify-listings", task_run_name="verify-listings-{work.tag}", **PLAIN, **TRANSIENT)

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+M = TypeVar("M")
 
 
 def bounded_map(
@@ -184,6 +185,29 @@ def together(*calls: Callable[[], R], at_most: int | None = None) -> list[R]:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="together") as pool:
         futures = [pool.submit(contextvars.copy_context().run, run, call) for call in calls]
     return [future.result() for future in futures]  # calls start in order: a failure first
+
+
+def pipelined(
+    items: Iterable[T], first: Callable[[T], M], then: Callable[[M], R], overlap: bool = True
+) -> list[R]:
+    """``then(first(item))`` for every item, in order, and the results in order. With
+    ``overlap``, ``first`` of the next item runs while ``then`` of this one does (on a thread
+    of its own, in a copy of the caller's context): a plate's next bundle downloads while the
+    last one's tarball uploads. Stops at the first failure: no item's ``then`` starts once
+    an earlier one failed, and whatever runs ends before the exception is raised."""
+    if not overlap:
+        return [then(first(item)) for item in items]
+    results: list[R] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipelined") as pool:
+        running: Future[R] | None = None
+        for item in items:
+            made = first(item)
+            if running is not None:
+                results.append(running.result())
+            running = pool.submit(contextvars.copy_context().run, then, made)
+        if running is not None:
+            results.append(running.result())
+    return results
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

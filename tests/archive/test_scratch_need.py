@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import random
+import shutil
 
-from tasks.archive.bundle import SCRATCH_MARGIN, STREAMING_MARGIN, scratch_need, tarball_bound
+import pytest
+
+import tasks.plates.work as work_module
+from tasks.archive.bundle import (
+    SCRATCH_MARGIN,
+    STREAMING_MARGIN,
+    reserve_for,
+    scratch_need,
+    tarball_bound,
+)
 from tasks.archive.listing import PlateListing, keep_largest
 from tasks.archive.staging import staged_budget, staged_window
+from tasks.core.errors import ScratchSpaceError
 from tasks.core.s3 import MIB
+from tasks.formats.plates_csv import Plate
+from tasks.plates.work import PlateSettings, PlateWork
 
 
 def test_keep_largest_keeps_the_n_largest_sizes():
@@ -42,3 +55,43 @@ def test_a_listing_without_window_reserves_every_object():
     assert scratch_need(listing) == (
         10 * 1024 + tarball_bound(10 * MIB, 10) + 10 * MIB + SCRATCH_MARGIN
     )
+
+
+def test_overlapped_bundles_reserve_a_tarball_beside_the_next_bundle_being_built():
+    listing = PlateListing(
+        objects={"images": 1000, "backend": 10},
+        bytes={"images": 1000 * MIB, "backend": 300 * MIB},
+        window_bytes={"images": 64 * MIB, "backend": 300 * MIB},
+    )
+    images, backend = tarball_bound(1000 * MIB, 1000), tarball_bound(300 * MIB, 10)
+    listings = listing.total_objects * 1024
+    alone = scratch_need(listing)
+    assert alone == listings + images + 64 * MIB + SCRATCH_MARGIN
+    # the backend bundle downloads while the images tarball uploads
+    assert scratch_need(listing, overlapped=True) == (
+        listings + images + backend + 300 * MIB + SCRATCH_MARGIN
+    )
+
+
+@pytest.mark.parametrize(("free_mib", "overlap"), [(10_000, True), (1_700, False)])
+def test_bundles_overlap_only_when_scratch_has_room_for_both(
+    tmp_path, monkeypatch, free_mib, overlap
+):
+    listing = PlateListing(
+        objects={"images": 1000, "backend": 10},
+        bytes={"images": 1000 * MIB, "backend": 300 * MIB},
+        window_bytes={"images": 64 * MIB, "backend": 300 * MIB},
+    )
+    assert scratch_need(listing) < 1_700 * MIB < scratch_need(listing, overlapped=True)
+    usage = shutil.disk_usage(tmp_path)._replace(free=free_mib * MIB)
+    monkeypatch.setattr(work_module.shutil, "disk_usage", lambda _: usage)
+    settings = PlateSettings("p", "b", "live", "cold", scratch_dir=str(tmp_path))
+    work = PlateWork.create(settings, Plate("P1", "P1_full"))
+    try:
+        assert reserve_for(work, listing) is overlap
+        assert work_module._reserved[work.tag] == scratch_need(listing, overlapped=overlap)
+    finally:
+        work_module._reserved.pop(work.tag, None)
+    monkeypatch.setattr(work_module.shutil, "disk_usage", lambda _: usage._replace(free=MIB))
+    with pytest.raises(ScratchSpaceError, match="needs"):
+        reserve_for(work, listing)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tasks.core.concurrency import bounded_map, prefetch, together, unordered_map
+from tasks.core.concurrency import bounded_map, pipelined, prefetch, together, unordered_map
 
 
 def test_items_come_in_order():
@@ -137,3 +137,51 @@ def test_together_at_most_runs_calls_in_turn_and_starts_none_after_a_failure():
     with pytest.raises(ValueError, match="a failed"):
         together(call("a", fails=True), call("b"), call("c"), at_most=1)
     assert started == ["a"]
+
+
+def test_pipelined_runs_the_next_first_step_while_the_last_second_step_runs():
+    log: list[str] = []
+    shipping = threading.Event()
+
+    def make(item: str) -> str:
+        if item == "b":  # b is made while a ships: a's second step waits for this
+            assert shipping.wait(5)
+        log.append(f"make {item}")
+        return item.upper()
+
+    def ship(made: str) -> str:
+        if made == "A":
+            shipping.set()
+            time.sleep(0.05)
+        log.append(f"ship {made}")
+        return made + "!"
+
+    assert pipelined("abc", make, ship) == ["A!", "B!", "C!"]
+    assert log.index("make b") < log.index("ship A")
+    log.clear()
+    assert pipelined("ab", str.upper, lambda m: log.append(m) or m, overlap=False) == ["A", "B"]
+    assert log == ["A", "B"]
+
+
+def test_pipelined_starts_no_second_step_after_a_failure_and_waits_for_the_one_running():
+    shipped: list[str] = []
+
+    def ship(made: str) -> str:
+        time.sleep(0.05)
+        if made == "a":
+            raise ValueError("a failed to ship")
+        shipped.append(made)
+        return made
+
+    with pytest.raises(ValueError, match="a failed to ship"):
+        pipelined("abc", str, ship)
+    assert shipped == []  # b was made meanwhile, but never shipped
+
+    def make(item: str) -> str:
+        if item == "b":
+            raise ValueError("b failed to make")
+        return item
+
+    with pytest.raises(ValueError, match="b failed to make"):
+        pipelined("abc", make, lambda m: time.sleep(0.05) or shipped.append(m) or m)
+    assert shipped == ["a"]  # a's shipping, running when b failed, ended first

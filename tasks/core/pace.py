@@ -220,13 +220,15 @@ def install(client: Any) -> Any:
 
 
 def _throttled(response: Any) -> bool:
-    """True for a ``503 SlowDown`` (or another throttling code) answer."""
+    """True for a ``503 SlowDown`` (or another throttling code) answer. An answer to a HEAD
+    has no body, so botocore names its code by the status: a bare 503 is a SlowDown too."""
     if not response:
         return False
     http, parsed = response
     if http.status_code not in (429, 503):
         return False
-    return (parsed or {}).get("Error", {}).get("Code", "") in THROTTLING_CODES
+    code = (parsed or {}).get("Error", {}).get("Code", "")
+    return code in THROTTLING_CODES or code == "503"
 
 
 class RateCap:

@@ -107,6 +107,17 @@ def test_every_client_request_goes_through_its_buckets_pace(s3, loopback, no_bac
     assert loopback.request_counts["GetObject"] == 3
 
 
+def test_a_slowdown_to_a_head_counts_though_its_answer_has_no_body(s3, loopback, no_backoff):
+    """S3 answers a HEAD without a body, so botocore sees code "503", not "SlowDown"."""
+    pace.reset_paces()
+    s3.put_object(Bucket=LIVE, Key="h.txt", Body=b"abc")
+    loopback.inject_error("HEAD", r"h\.txt$", status=503, code="SlowDown", times=1)
+    assert s3_client().head_object(Bucket=LIVE, Key="h.txt")["ContentLength"] == 3
+    reads = pace_for(s3_client().meta.endpoint_url, LIVE, "read").snapshot()
+    assert (reads.sent, reads.throttled) == (2, 1)
+    assert loopback.request_counts["HeadObject"] == 2
+
+
 def test_restores_share_one_pace_per_endpoint_whatever_the_bucket(s3, loopback):
     pace.reset_paces()
     restorer = client("s3", retries=False)

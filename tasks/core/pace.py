@@ -4,11 +4,13 @@ S3 answers ``503 SlowDown`` above its ceilings (5,500 GET/HEAD and 3,500 PUT/COP
 a second per prefix partition, 1,000 RestoreObject a second per account). A client holds a
 ceiling with ceiling x latency requests in flight (Little's law), and neither figure is
 known in advance on a given account, so the number in flight is found as TCP finds a
-window (AIMD):
+window:
 
 - it starts at what Little's law suggests at S3's published latencies (:data:`START`);
 - while answers come back clean and the limit is in use, it grows: by one per answer until
-  the first ``SlowDown`` (doubling each round trip), then by one per round trip;
+  the first ``SlowDown`` (doubling each round trip), then along CUBIC's curve (RFC 9438) in
+  the seconds since the last cut: most of the way back soon, slowly near where it was cut,
+  faster and faster above it (:data:`GROWTH`), never less than one more per round trip;
 - a ``SlowDown`` cuts it to :data:`BACKOFF` of itself, once per round trip (answers to
   requests sent before the last cut don't cut again).
 
@@ -42,6 +44,12 @@ START = {"restore": 30.0, "read": 165.0, "write": 175.0}
 MOST = 2048.0
 #: The share of the limit kept after a SlowDown.
 BACKOFF = 0.8
+#: How fast the limit comes back after a cut (CUBIC's C, requests in flight per second
+#: cubed): back to where it was cut in (its share lost / C) ** (1/3) seconds, then faster
+#: and faster above it. S3's ceilings are requests a second, so the time to find one again
+#: is set in seconds, not round trips (at 165 in flight, one per round trip took 33 of them).
+GROWTH = 0.4
+_CUBIC = os.environ.get("COLDFLOW_PACE_GROWTH", "cubic") == "cubic"
 #: ``aimd`` (default), ``adaptive`` (botocore's adaptive retry mode instead), ``off``.
 MODE = os.environ.get("COLDFLOW_PACE", "aimd").strip().lower() or "aimd"
 #: The Prefect global concurrency limit (with slot decay) every restore run takes a slot of
@@ -70,7 +78,8 @@ class Snapshot:
 
 
 class Pace:
-    """The AIMD limit on requests in flight for one endpoint, bucket and kind."""
+    """The limit on requests in flight for one endpoint, bucket and kind: cut on SlowDown,
+    grown back along CUBIC's curve."""
 
     def __init__(self, kind: str, start: float | None = None) -> None:
         self.kind = kind
@@ -79,6 +88,8 @@ class Pace:
         self.sent = 0
         self.throttled = 0
         self.cut_at = 0.0  # when the limit was last cut (monotonic)
+        self.peak = self.limit  # the limit when it was last cut
+        self.recover = 0.0  # seconds after a cut the limit is back at peak
         self.full_at = -1.0  # when the limit was last reached
         self.probing = True  # no SlowDown yet: grow fast
         self._ready = threading.Condition(threading.Lock())
@@ -102,12 +113,27 @@ class Pace:
             if throttled:
                 self.throttled += 1
                 if sent_at >= self.cut_at:  # the first SlowDown of this round trip
+                    self.peak = self.limit
+                    self.recover = (self.peak * (1 - BACKOFF) / GROWTH) ** (1 / 3)
                     self.limit = max(1.0, self.limit * BACKOFF)
                     self.cut_at = time.monotonic()
                     self.probing = False
             elif self.full_at >= sent_at:  # the limit bound since: there may be room above it
-                self.limit = min(MOST, self.limit + (1.0 if self.probing else 1.0 / self.limit))
+                self.limit = min(MOST, self._grown())
             self._ready.notify()
+
+    def _grown(self) -> float:
+        """The limit after one more clean answer: one more until the first SlowDown (it
+        doubles each round trip); after one, CUBIC's curve in the seconds since the cut
+        (TCP's, RFC 9438), at least one more per round trip and at most one per answer."""
+        if self.probing:
+            return self.limit + 1.0
+        steady = self.limit + 1.0 / self.limit
+        if not _CUBIC:
+            return steady
+        since = time.monotonic() - self.cut_at - self.recover
+        curve = self.peak + GROWTH * since**3
+        return max(steady, min(curve, self.limit + 1.0))
 
     def snapshot(self) -> Snapshot:
         with self._ready:

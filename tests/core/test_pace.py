@@ -13,7 +13,7 @@ from conftest import LIVE
 
 from tasks.core import pace
 from tasks.core.clients import client, s3_client
-from tasks.core.pace import BACKOFF, Pace, RateCap, kind_of, pace_for, rate_cap
+from tasks.core.pace import BACKOFF, GROWTH, Pace, RateCap, kind_of, pace_for, rate_cap
 
 
 def test_each_operation_counts_against_its_ceiling():
@@ -51,6 +51,32 @@ def test_the_limit_doubles_per_round_trip_until_the_first_slowdown_then_grows_by
     for sent in slots:  # after a SlowDown: one more per round trip, not one per answer
         p.release(sent, throttled=False)
     assert limit < p.limit < limit + 1.5
+
+
+def test_after_a_slowdown_the_limit_is_back_in_seconds_then_grows_faster_and_faster(
+    monkeypatch,
+):
+    now = [1000.0]
+    monkeypatch.setattr(pace.time, "monotonic", lambda: now[0])
+    p = Pace("read", start=200)
+
+    def round_trip() -> None:  # the limit's worth of requests, all answered clean
+        for sent in [p.acquire() for _ in range(int(p.limit))]:
+            p.release(sent, throttled=False)
+
+    p.probing = False
+    p.release(p.acquire(), throttled=True)
+    assert p.limit == pytest.approx(200 * BACKOFF)
+    back = (200 * (1 - BACKOFF) / GROWTH) ** (1 / 3)  # 4.6 s, however long a round trip
+    now[0] += back / 4
+    round_trip()
+    assert p.limit == pytest.approx(200 - 40 * (3 / 4) ** 3, abs=1)  # most of the way back
+    now[0] += back * 3 / 4
+    round_trip()
+    assert p.limit == pytest.approx(200, abs=1)  # back where it was cut
+    now[0] += 5
+    round_trip()
+    assert p.limit == pytest.approx(200 + GROWTH * 5**3, abs=1)  # then faster and faster
 
 
 def test_a_limit_that_does_not_bind_does_not_grow():

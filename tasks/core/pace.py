@@ -49,7 +49,6 @@ BACKOFF = 0.8
 #: and faster above it. S3's ceilings are requests a second, so the time to find one again
 #: is set in seconds, not round trips (at 165 in flight, one per round trip took 33 of them).
 GROWTH = 0.4
-_CUBIC = os.environ.get("COLDFLOW_PACE_GROWTH", "cubic") == "cubic"
 #: ``aimd`` (default), ``adaptive`` (botocore's adaptive retry mode instead), ``off``.
 MODE = os.environ.get("COLDFLOW_PACE", "aimd").strip().lower() or "aimd"
 #: The Prefect global concurrency limit (with slot decay) every restore run takes a slot of
@@ -129,8 +128,6 @@ class Pace:
         if self.probing:
             return self.limit + 1.0
         steady = self.limit + 1.0 / self.limit
-        if not _CUBIC:
-            return steady
         since = time.monotonic() - self.cut_at - self.recover
         curve = self.peak + GROWTH * since**3
         return max(steady, min(curve, self.limit + 1.0))
